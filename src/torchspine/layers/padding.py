@@ -1,0 +1,70 @@
+"""TensorFlow ``'SAME'`` padding for strided convolutions and max-pools.
+
+TF pads ``'SAME'`` layers by ``max((ceil(n / s) - 1) * s + k - n, 0)`` pixels per dimension, the smaller half
+*before*. For a stride-2 layer on an even input that is asymmetric (3x3: 0 before, 1 after; 7x7: 2 before,
+3 after), which no static PyTorch ``padding=`` reproduces, so the padding is computed from the input size at run
+time, as timm's ``padding.py`` does for its ``tf_*`` models. Max-pools pad with -inf, as TF does.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PadMode = Literal["same", "symmetric"]
+"""How strided convolutions pad: ``"same"`` is TF ``'SAME'`` (Model Garden); ``"symmetric"`` pads ``(k - 1) // 2``
+on both sides, i.e. PyTorch's usual ``padding=k // 2`` (tensorflow/tpu's ``conv2d_fixed_padding``)."""
+
+
+def same_pad_amount(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of TF ``'SAME'`` for one spatial dimension of length `size`."""
+    out = (size + stride - 1) // stride
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad_same(x: Tensor, kernel: int, stride: int, value: float = 0.0) -> Tensor:
+    """Pad an NCHW tensor as TF ``'SAME'`` would before a `kernel` x `kernel` window with `stride`."""
+    top, bottom = same_pad_amount(x.shape[-2], kernel, stride)
+    left, right = same_pad_amount(x.shape[-1], kernel, stride)
+    if top or bottom or left or right:
+        x = F.pad(x, (left, right, top, bottom), value=value)
+    return x
+
+
+class PadSame(nn.Module):
+    """Zero-padding module for a TF-``'SAME'`` convolution that follows it with ``padding=0``."""
+
+    def __init__(self, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        return pad_same(x, self.kernel_size, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class MaxPool2dSame(nn.Module):
+    """Max-pool with TF ``'SAME'`` padding (-inf padding, asymmetric on even inputs).
+
+    ``nn.MaxPool2d(3, 2, padding=1)`` pads both sides and so shifts the sampling grid by one pixel against TF on
+    even inputs; both official SpineNet implementations use ``'SAME'`` pools.
+    """
+
+    def __init__(self, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = pad_same(x, self.kernel_size, self.stride, value=-torch.inf)
+        return F.max_pool2d(x, self.kernel_size, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"

@@ -1,0 +1,1 @@
+"""Models: the SpineNet backbone and task models built on it."""

@@ -1,0 +1,260 @@
+"""The SpineNet backbone: a scale-permuted network run from a precomputed `GraphPlan`.
+
+Du et al., "SpineNet: Learning Scale-Permuted Backbone for Recognition and Localization", CVPR 2020
+(arXiv 1912.05027). The structure, widths and numerics follow the official TensorFlow code, tensorflow/models
+``official/vision/modeling/backbones/spinenet.py`` / ``spinenet_mobile.py`` and tensorflow/tpu
+``models/official/detection/modeling/architecture/spinenet.py`` (both Apache-2.0); the topology is data
+(`torchspine.specs`), and ``forward`` only executes the plan built from it in ``__init__``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from torchspine.layers.activations import get_act_layer
+from torchspine.layers.blocks import BottleneckBlock, MBConvBlock, ResidualBlock
+from torchspine.layers.conv import ConvNormAct, NormLayer
+from torchspine.layers.padding import MaxPool2dSame, PadMode
+from torchspine.layers.resample import PoolMode, Resample, ResampleSepConv
+from torchspine.specs import SPINENET_STEM_FILTERS, GraphPlan, NodePlan, SpineNetCfg, plan_graph
+
+Semantics = Literal["tpu", "model_garden"]
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """The numerical conventions of one official implementation (they share the architecture)."""
+
+    pad_mode: PadMode
+    pool_mode: PoolMode
+    norm_eps: float
+    norm_momentum: float  # PyTorch convention: 1 - TF momentum
+
+
+SEMANTICS: dict[str, Numerics] = {
+    # tensorflow/tpu: conv2d_fixed_padding (symmetric) for strided convs, one 5x5/4 pool for a level ratio of 8,
+    # BatchNormActivation(momentum=0.997, epsilon=1e-4) as in its RetinaNet configs.
+    "tpu": Numerics(pad_mode="symmetric", pool_mode="single", norm_eps=1e-4, norm_momentum=1 - 0.997),
+    # Model Garden: 'same' padding everywhere, chains of 3x3/2 pools, Keras BN(momentum=0.99, epsilon=1e-3).
+    "model_garden": Numerics(pad_mode="same", pool_mode="chain", norm_eps=1e-3, norm_momentum=1 - 0.99),
+}
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One output of the backbone, known without a forward pass."""
+
+    key: str
+    level: int
+    stride: int
+    channels: int
+
+
+class ScalePermutedBlock(nn.Module):
+    """Resample two parents (plus any merged out-degree-0 features), add, activate, run the block group."""
+
+    def __init__(self, node: NodePlan, parents: list[nn.Module], group: nn.Sequential, act: nn.Module) -> None:
+        super().__init__()
+        self.index = node.index
+        self.level = node.level
+        self.sources = tuple(p.source for p in node.parents)
+        self.merged = node.merged
+        self.resample0, self.resample1 = parents
+        self.act = act
+        self.group = group
+
+    def forward(self, feats: dict[int, Tensor], size: tuple[int, int]) -> Tensor:
+        x = self.resample0(feats[self.sources[0]], size) + self.resample1(feats[self.sources[1]], size)
+        for j in self.merged:
+            x = x + feats[j]
+        return self.group(self.act(x))
+
+
+class SpineNet(nn.Module):
+    """SpineNet backbone returning ``OrderedDict(p{min_level}..p{max_level})``, ascending level.
+
+    Meets torchvision's detection-backbone contract (``out_channels`` and an ordered feature dict) and describes
+    its outputs statically in ``feature_info``. Blocks that feed no endpoint in ``[min_level, max_level]`` are not
+    built (Model Garden's level-2 output block for ``min_level=3``, for instance), so every parameter gets a
+    gradient and the parameters equal the official models' exactly.
+
+    Args:
+        cfg: topology and widths.
+        in_chans: input channels.
+        semantics: which official implementation's numerics to follow: ``"tpu"`` (tensorflow/tpu: symmetric
+            padding of strided convs, a single 5x5/4 pool for a level ratio of 8, BN eps 1e-4, momentum 0.997) or
+            ``"model_garden"`` (TF ``'SAME'`` padding, chains of 3x3/2 pools, BN eps 1e-3, momentum 0.99). With
+            identical weights the two differ by several percent, so a converted checkpoint must use its own.
+        act: ``"relu"``, ``"swish"`` or ``"hard_swish"`` (TF names). The default, swish, is what the paper's best
+            recipes (protocol C), the tensorflow/tpu class and Model Garden's released SpineNet-49/96/143 use.
+        norm_eps: BatchNorm epsilon; None takes the semantics' default.
+        norm_momentum: BatchNorm momentum in PyTorch's convention (``1 - TF momentum``); None takes the default.
+        drop_path_rate: initial stochastic-depth rate; block i of N (1-based) drops its residual branches with
+            ``rate * i / N`` during training, as in both official implementations. Stem blocks never drop.
+        se_gate: gate of the mobile blocks' squeeze-excitation; Model Garden's ``"hard_sigmoid"`` by default.
+    """
+
+    def __init__(
+        self,
+        cfg: SpineNetCfg,
+        *,
+        in_chans: int = 3,
+        semantics: Semantics = "tpu",
+        act: str = "swish",
+        norm_eps: float | None = None,
+        norm_momentum: float | None = None,
+        drop_path_rate: float = 0.0,
+        se_gate: str = "hard_sigmoid",
+    ) -> None:
+        super().__init__()
+        if semantics not in SEMANTICS:
+            raise ValueError(f"semantics={semantics!r}: expected one of {sorted(SEMANTICS)}")
+        if cfg.family == "mobile" and semantics != "model_garden":
+            raise ValueError(
+                "SpineNet-Mobile follows Model Garden's SpineNetMobile; tensorflow/tpu's SpineNet-MBConv is a "
+                "different model (swish/sigmoid squeeze-excitation) and is not implemented: use "
+                "semantics='model_garden'"
+            )
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate={drop_path_rate}: expected a value in [0, 1)")
+        numerics = SEMANTICS[semantics]
+        self.cfg = cfg
+        self.plan: GraphPlan = plan_graph(cfg)
+        self.in_chans = in_chans
+        self.semantics = semantics
+        self.act_name = act
+        self.norm_eps = numerics.norm_eps if norm_eps is None else norm_eps
+        self.norm_momentum = numerics.norm_momentum if norm_momentum is None else norm_momentum
+        self.drop_path_rate = drop_path_rate
+        act_layer = get_act_layer(act)
+        norm_layer: NormLayer = partial(nn.BatchNorm2d, eps=self.norm_eps, momentum=self.norm_momentum)
+        self._pad_mode = numerics.pad_mode
+        self._pool_mode = numerics.pool_mode
+        self._norm_layer = norm_layer
+        self._act_layer = act_layer
+        self._se_gate_layer = get_act_layer(se_gate)
+
+        stem_nodes = self.plan.nodes[: self.plan.num_stem]
+        if cfg.family == "mobile":
+            self.stem = ConvNormAct(in_chans, cfg.width(0), 3, stride=2, norm_layer=norm_layer, act_layer=act_layer,
+                                    pad_mode=self._pad_mode)
+            self.stem_pool: nn.Module = nn.Identity()
+        else:
+            self.stem = ConvNormAct(in_chans, SPINENET_STEM_FILTERS, 7, stride=2, norm_layer=norm_layer,
+                                    act_layer=act_layer, pad_mode=self._pad_mode)
+            self.stem_pool = MaxPool2dSame(3, 2)
+        self.stem_blocks = nn.ModuleList([self._group(node) for node in stem_nodes])
+
+        self.blocks = nn.ModuleDict()
+        for i, node in enumerate(self.plan.blocks):
+            if node.live:
+                self.blocks[str(i)] = ScalePermutedBlock(
+                    node, [self._resample(p) for p in node.parents], self._group(node), act_layer()
+                )
+        self.endpoints = nn.ModuleDict(
+            {
+                f"p{ep.level}": ConvNormAct(ep.in_channels, ep.out_channels, 1, norm_layer=norm_layer,
+                                            act_layer=act_layer)
+                for ep in self.plan.endpoints
+            }
+        )
+        self._endpoint_sources = tuple((f"p{ep.level}", ep.source) for ep in self.plan.endpoints)
+        live_levels = [node.level for node in self.plan.nodes if node.live]
+        self.max_block_level = max(live_levels)
+        self._levels = tuple(sorted(set(live_levels)))
+        self.out_channels: int = cfg.endpoints_num_filters
+        self.feature_info: tuple[FeatureInfo, ...] = tuple(
+            FeatureInfo(f"p{ep.level}", ep.level, 2**ep.level, ep.out_channels) for ep in self.plan.endpoints
+        )
+        self.reset_parameters()
+
+    # -- construction -------------------------------------------------------------------------------------------
+
+    def _group(self, node: NodePlan) -> nn.Sequential:
+        """The `block_repeats` blocks of one node; only the first may change width or stride."""
+        rate = self.drop_path_rate * node.drop_path_scale
+        common = dict(norm_layer=self._norm_layer, act_layer=self._act_layer, drop_path_rate=rate,
+                      pad_mode=self._pad_mode)
+        blocks: list[nn.Module] = []
+        for r in range(self.cfg.block_repeats):
+            in_ch = node.in_channels if r == 0 else node.out_channels
+            stride = node.stride if r == 0 else 1
+            if node.block_fn == "mbconv":
+                blocks.append(MBConvBlock(in_ch, node.out_channels, stride=stride, expand_ratio=self.cfg.expand_ratio,
+                                          se_ratio=self.cfg.se_ratio, se_gate_layer=self._se_gate_layer, **common))
+            elif node.block_fn == "bottleneck":
+                blocks.append(BottleneckBlock(in_ch, node.width, stride=stride, **common))
+            else:
+                blocks.append(ResidualBlock(in_ch, node.width, stride=stride, **common))
+        return nn.Sequential(*blocks)
+
+    def _resample(self, parent) -> nn.Module:  # noqa: ANN001 - ParentPlan
+        if self.cfg.family == "mobile":
+            return ResampleSepConv(parent.in_channels, parent.out_channels, parent.level_diff,
+                                   norm_layer=self._norm_layer, act_layer=self._act_layer, pad_mode=self._pad_mode)
+        return Resample(parent.in_channels, parent.mid_channels, parent.out_channels, parent.level_diff,
+                        norm_layer=self._norm_layer, act_layer=self._act_layer, pad_mode=self._pad_mode,
+                        pool_mode=self._pool_mode)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """TF initialisation: conv kernels VarianceScaling(1, fan_in, truncated normal), biases 0, BN (1, 0)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                # Keras divides by the std of a unit normal truncated to [-2, 2] so the result has variance 1/fan_in.
+                std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+                nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.reset_parameters()
+
+    # -- forward ------------------------------------------------------------------------------------------------
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"SpineNet expects an (N, C, H, W) image batch, got a tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"SpineNet was built for {self.in_chans} input channels, got {x.shape[1]} "
+                             f"(input shape {tuple(x.shape)}; images must be NCHW)")
+        smallest = 2**self.max_block_level
+        if x.shape[-2] < smallest or x.shape[-1] < smallest:
+            raise ValueError(
+                f"input {x.shape[-2]}x{x.shape[-1]} is too small: this SpineNet has level-{self.max_block_level} "
+                f"blocks (stride {smallest}), so H and W must be at least {smallest}"
+            )
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        """Args: x: images ``(N, in_chans, H, W)``, any H, W >= ``2**max_block_level``.
+
+        Returns:
+            ``OrderedDict`` ``p{level} -> (N, out_channels, ceil(H / 2**level), ceil(W / 2**level))``, ascending.
+        """
+        self._check_input(x)
+        height, width = x.shape[-2:]
+        sizes = {lvl: ((height + 2**lvl - 1) // 2**lvl, (width + 2**lvl - 1) // 2**lvl) for lvl in self._levels}
+        x = self.stem_pool(self.stem(x))
+        feats: dict[int, Tensor] = {}
+        for i, group in enumerate(self.stem_blocks):
+            x = group(x)
+            feats[i] = x
+        for block in self.blocks.values():
+            feats[block.index] = block(feats, sizes[block.level])
+        out: OrderedDict[str, Tensor] = OrderedDict()
+        for key, source in self._endpoint_sources:
+            out[key] = self.endpoints[key](feats[source])
+        return out
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (f"family={c.family}, levels={c.min_level}..{c.max_level}, endpoints={c.endpoints_num_filters}, "
+                f"scale={c.filter_size_scale}, alpha={c.resample_alpha}, repeats={c.block_repeats}, "
+                f"semantics={self.semantics}, act={self.act_name}, bn_eps={self.norm_eps}")
