@@ -91,11 +91,12 @@ def register_model(fn: Callable[..., SpineNet]) -> Callable[..., SpineNet]:
 
 
 def list_models(pattern: str = "*", *, include_test: bool = False) -> list[str]:
-    """Registered variant names matching the shell-style `pattern`, sorted; test variants only on request."""
+    """Registered variant names matching the shell-style `pattern`, in the paper's order (small to large, then
+    mobile); the tiny test variants only on request."""
     names = [n for n in _ENTRYPOINTS if fnmatch.fnmatch(n, pattern)]
     if not include_test and not pattern.startswith("test"):
         names = [n for n in names if not n.startswith("test_")]
-    return sorted(names)
+    return names
 
 
 def is_model(name: str) -> bool:

@@ -1,0 +1,1 @@
+"""The ``torchspine`` command line."""

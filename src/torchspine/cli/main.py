@@ -1,0 +1,36 @@
+"""``torchspine <command>``: one entry point, one module per subcommand (``add_parser`` + ``run``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from torchspine import __version__
+from torchspine.cli import list_models, profile
+
+COMMANDS = (list_models, profile)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="torchspine", description="SpineNet backbones and detectors in PyTorch.")
+    parser.add_argument("--version", action="version", version=f"torchspine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        print(f"torchspine {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

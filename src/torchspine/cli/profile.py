@@ -1,0 +1,96 @@
+"""``torchspine profile``: parameters and multiply-adds of every variant next to the official numbers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+
+from torchspine.models.classifier import create_classifier
+from torchspine.registry import create_model, list_models, variant_info
+from torchspine.utils.complexity import measure
+
+# Published ImageNet classifiers (tensorflow/tpu MODEL_ZOO, 1001 classes, 224x224): params, "FLOPs" (= MACs).
+CLASSIFICATION_REFERENCE: dict[str, tuple[float, float]] = {
+    "spinenet49": (22.1e6, 3.5e9),
+    "spinenet96": (36.5e6, 5.7e9),
+    "spinenet143": (60.5e6, 9.1e9),
+    "spinenet190": (127.1e6, 19.1e9),
+}
+
+
+# SpineNet-49S as released (256-d endpoints): exact params from the checkpoint; MACs "about 12.78B" (§1.9).
+RELEASED_49S_PARAMS, RELEASED_49S_MACS = 9_472_959, 12.78e9
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    task: str
+    model: str
+    image_size: int
+    params: int
+    macs: int
+    reference_params: float | None
+    reference_macs: float | None
+
+
+def profile_rows(tasks: list[str], pattern: str = "*") -> list[ProfileRow]:
+    """Measure every registered variant matching `pattern` for each task in `tasks`."""
+    rows = []
+    if "backbone" in tasks:
+        for name in list_models(pattern):
+            info = variant_info(name)
+            c = measure(lambda n=name: create_model(n), (info.image_size, info.image_size))
+            rows.append(ProfileRow("backbone", name, info.image_size, c.params, c.macs, info.params, info.macs))
+            if name == "spinenet49s":
+                # The released tensorflow/tpu 49S detector has 256-d endpoints (reference spinenet.md §1.9, §4.4).
+                c = measure(lambda: create_model(name, endpoints_num_filters=256), (info.image_size,) * 2)
+                rows.append(ProfileRow("backbone", f"{name} (endpoints_num_filters=256)", info.image_size, c.params,
+                                       c.macs, RELEASED_49S_PARAMS, RELEASED_49S_MACS))
+    if "classification" in tasks:
+        for name, (ref_params, ref_macs) in CLASSIFICATION_REFERENCE.items():
+            if name in list_models(pattern):
+                c = measure(lambda n=name: create_classifier(n, num_classes=1001), (224, 224))
+                rows.append(ProfileRow("classification", name, 224, c.params, c.macs, ref_params, ref_macs))
+    return rows
+
+
+def _pct(value: float, ref: float | None) -> str:
+    return f"{(value / ref - 1) * 100:+.2f}%" if ref else "-"
+
+
+def format_table(rows: list[ProfileRow]) -> str:
+    header = (f"{'task':<15} {'model':<20} {'size':>5} {'params':>13} {'official':>13} {'diff':>8} "
+              f"{'GMACs':>9} {'official':>9} {'diff':>8}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        ref_p = f"{r.reference_params:,.0f}" if r.reference_params else "-"
+        ref_m = f"{r.reference_macs / 1e9:.2f}" if r.reference_macs else "-"
+        lines.append(f"{r.task:<15} {r.model:<20} {r.image_size:>5} {r.params:>13,} {ref_p:>13} "
+                     f"{_pct(r.params, r.reference_params):>8} {r.macs / 1e9:>9.2f} {ref_m:>9} "
+                     f"{_pct(r.macs, r.reference_macs):>8}")
+    lines.append("")
+    lines.append("MACs = multiply-adds of convolutions and linear layers (torch.utils.flop_counter / 2), one image, "
+                 "eval mode;\nparams = trainable parameters. Official: the TF implementations' measured counts "
+                 "(backbones) and the published model-zoo numbers (classification, 1001 classes).")
+    return "\n".join(lines)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="params and MACs of every variant vs. the official numbers")
+    p.add_argument("--task", choices=["backbone", "classification", "all"], default="all")
+    p.add_argument("--model", default="*", help="shell-style filter on variant names")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    tasks = ["backbone", "classification"] if args.task == "all" else [args.task]
+    rows = profile_rows(tasks, args.model)
+    if not rows:
+        raise ValueError(f"no variant matches {args.model!r}; see `torchspine list`")
+    if args.format == "json":
+        print(json.dumps([asdict(r) for r in rows], indent=1))
+    else:
+        print(format_table(rows))
+    return 0

@@ -1,0 +1,1 @@
+"""Converters from the official TensorFlow SpineNet checkpoints to torchspine models."""

@@ -1,0 +1,71 @@
+"""Variable names of tensorflow/tpu SpineNet checkpoints, derived from a model's plan.
+
+tensorflow/tpu builds its graph with ``tf.layers`` in ``tf.compat.v1`` variable scopes, so a variable's name is
+fixed by the order in which convolutions are created within a scope (``conv2d``, ``conv2d_1``, ...), each followed
+by exactly one batch norm with the same suffix (``batch_normalization_k``). The rules (reference
+``spinenet.md`` §4.4a, Appendix B; verified against the fixtures written by the official code):
+
+* ``spinenet/``: the stem 7x7 conv, then the stem bottleneck groups (projection shortcut first, then conv1..3,
+  for every repeat), then the endpoint 1x1 convs, ascending level.
+* ``spinenet/sub_policy{i}/resample_with_alpha_resample_{i}_{p}/``: resampling path of parent p of block i:
+  1x1 reduce, [3x3/2], 1x1 project.
+* ``spinenet/sub_policy{i}/scale_permuted_block_{i+2}/``: the block group, numbering continued across repeats.
+"""
+
+from __future__ import annotations
+
+from torchspine.models.spinenet import SpineNet
+
+
+def _suffix(k: int) -> str:
+    return "" if k == 0 else f"_{k}"
+
+
+class _Scope:
+    """Numbers ``conv2d``/``batch_normalization`` pairs in creation order inside one variable scope."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.count = 0
+
+    def next(self) -> tuple[str, str]:
+        k = self.count
+        self.count += 1
+        return f"{self.name}/conv2d{_suffix(k)}", f"{self.name}/batch_normalization{_suffix(k)}"
+
+
+def tpu_backbone_units(model: SpineNet, root: str = "spinenet") -> list[tuple[str, str, str]]:
+    """``(torch ConvNormAct prefix, tf conv scope, tf batch-norm scope)`` for every conv of `model`.
+
+    Only the ResNet-block family exists in tensorflow/tpu's ``spinenet.py``.
+    """
+    if model.cfg.family != "spinenet":
+        raise ValueError("tensorflow/tpu names are defined for the ResNet-block SpineNet family only")
+    units: list[tuple[str, str, str]] = []
+    top = _Scope(root)
+    units.append(("stem", *top.next()))
+    for g, group in enumerate(model.stem_blocks):
+        for r, block in enumerate(group):
+            prefix = f"stem_blocks.{g}.{r}"
+            if block.shortcut is not None:
+                units.append((f"{prefix}.shortcut", *top.next()))
+            for conv in ("conv1", "conv2", "conv3"):
+                units.append((f"{prefix}.{conv}", *top.next()))
+    for key in model.endpoints:
+        units.append((f"endpoints.{key}", *top.next()))
+    for key, block in model.blocks.items():
+        i = int(key)
+        policy = f"{root}/sub_policy{i}"
+        for p in (0, 1):
+            resample = getattr(block, f"resample{p}")
+            scope = _Scope(f"{policy}/resample_with_alpha_resample_{i}_{p}")
+            units.append((f"blocks.{i}.resample{p}.reduce", *scope.next()))
+            if resample.level_diff > 0:
+                units.append((f"blocks.{i}.resample{p}.downsample.0", *scope.next()))
+            units.append((f"blocks.{i}.resample{p}.project", *scope.next()))
+        scope = _Scope(f"{policy}/scale_permuted_block_{i + model.plan.num_stem}")
+        for r, sub in enumerate(block.group):
+            convs = ("conv1", "conv2", "conv3") if hasattr(sub, "conv3") else ("conv1", "conv2")
+            for conv in convs:
+                units.append((f"blocks.{i}.group.{r}.{conv}", *scope.next()))
+    return units

@@ -1,0 +1,39 @@
+"""Array layout transforms from TensorFlow variables to PyTorch parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+
+BN_SUFFIXES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+
+
+def conv_kernel(kernel: np.ndarray, depthwise: bool = False) -> torch.Tensor:
+    """TF conv kernel ``[kh, kw, in, out]`` -> ``[out, in, kh, kw]``; depthwise ``[kh, kw, C, 1]`` -> ``[C, 1, kh, kw]``."""
+    if kernel.ndim != 4:
+        raise ValueError(f"expected a 4-d conv kernel, got shape {kernel.shape}")
+    axes = (2, 3, 0, 1) if depthwise else (3, 2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(kernel.transpose(axes)))
+
+
+def conv_bn_state(
+    units: Iterable[tuple[str, str, str]], tf_vars: Mapping[str, np.ndarray], kernel_suffix: str = "/kernel"
+) -> dict[str, torch.Tensor]:
+    """State-dict entries of ``ConvNormAct`` units from TF variables named ``{conv}/kernel``, ``{bn}/gamma``, ...
+
+    Raises ``KeyError`` naming the first TF variable that is missing.
+    """
+    state: dict[str, torch.Tensor] = {}
+    for prefix, conv, bn in units:
+        name = conv + kernel_suffix
+        if name not in tf_vars:
+            raise KeyError(f"TF variable {name!r} (for {prefix}.conv.weight) is not in the checkpoint")
+        state[f"{prefix}.conv.weight"] = conv_kernel(tf_vars[name])
+        for tf_suffix, torch_suffix in BN_SUFFIXES.items():
+            name = f"{bn}/{tf_suffix}"
+            if name not in tf_vars:
+                raise KeyError(f"TF variable {name!r} (for {prefix}.bn.{torch_suffix}) is not in the checkpoint")
+            state[f"{prefix}.bn.{torch_suffix}"] = torch.from_numpy(np.array(tf_vars[name]))
+    return state
