@@ -32,8 +32,11 @@ def mg_state_dict(model: SpineNet, arrays: Mapping[str, np.ndarray]) -> dict[str
     blocks: dict[str, list[str]] = {"BottleneckBlock": [], "ResidualBlock": [], "InvertedBottleneckBlock": []}
 
     def add_block(prefix: str, block: torch.nn.Module) -> None:
-        name = {"BottleneckBlock": "BottleneckBlock", "ResidualBlock": "ResidualBlock",
-                "MBConvBlock": "InvertedBottleneckBlock"}[type(block).__name__]
+        name = {
+            "BottleneckBlock": "BottleneckBlock",
+            "ResidualBlock": "ResidualBlock",
+            "MBConvBlock": "InvertedBottleneckBlock",
+        }[type(block).__name__]
         blocks[name].append(prefix)
 
     for g, group in enumerate(model.stem_blocks):
@@ -68,16 +71,21 @@ def mg_state_dict(model: SpineNet, arrays: Mapping[str, np.ndarray]) -> dict[str
         state[f"{prefix}.conv.weight"] = conv_kernel(arrays[f"DepthwiseConv2D/{k}/depthwise_kernel"], depthwise=True)
     for k, prefix in enumerate(plain_bns):
         _bn(state, f"{prefix}.bn", arrays, f"BatchNormalization/{k}")
-    resnet_parts = {"shortcut": ("_shortcut", "_norm0"), "conv1": ("_conv1", "_norm1"), "conv2": ("_conv2", "_norm2"),
-                    "conv3": ("_conv3", "_norm3")}
+    resnet_parts = {
+        "shortcut": ("_shortcut", "_norm0"),
+        "conv1": ("_conv1", "_norm1"),
+        "conv2": ("_conv2", "_norm2"),
+        "conv3": ("_conv3", "_norm3"),
+    }
     for cls, prefixes in blocks.items():
         for k, prefix in enumerate(prefixes):
             key = f"{cls}/{k}"
             if cls == "InvertedBottleneckBlock":
                 state[f"{prefix}.expand.conv.weight"] = conv_kernel(arrays[f"{key}/_conv0/kernel"])
                 _bn(state, f"{prefix}.expand.bn", arrays, f"{key}/_norm0")
-                state[f"{prefix}.depthwise.conv.weight"] = conv_kernel(arrays[f"{key}/_conv1/depthwise_kernel"],
-                                                                       depthwise=True)
+                state[f"{prefix}.depthwise.conv.weight"] = conv_kernel(
+                    arrays[f"{key}/_conv1/depthwise_kernel"], depthwise=True
+                )
                 _bn(state, f"{prefix}.depthwise.bn", arrays, f"{key}/_norm1")
                 for part, name in (("reduce", "_se_reduce"), ("expand", "_se_expand")):
                     se = f"{key}/_squeeze_excitation/{name}"

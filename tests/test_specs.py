@@ -33,7 +33,7 @@ def test_block_table_equals_official_code():
 def test_mobile_table_is_spinenet49_shifted():
     assert len(SPINENET_MOBILE_BLOCKS) == 16
     assert SPINENET_MOBILE_BLOCKS[0] == BlockSpec(2, "mbconv", (0, 1), False)
-    for mobile, resnet in zip(SPINENET_MOBILE_BLOCKS[1:], SPINENET_BLOCKS[:15]):
+    for mobile, resnet in zip(SPINENET_MOBILE_BLOCKS[1:], SPINENET_BLOCKS[:15], strict=True):
         assert (mobile.level, mobile.is_output) == (resnet.level, resnet.is_output)
         assert mobile.input_offsets == tuple(o + 1 for o in resnet.input_offsets)
 
@@ -64,8 +64,17 @@ GOOD = [[3, "bottleneck", [0, 1], True], [4, "residual", [1, 2], True]]
         ([[8, "bottleneck", [0, 1], True], [4, "residual", [1, 2], True]], "level 8 is outside 1..7"),
         ([[0, "bottleneck", [0, 1], True], [4, "residual", [1, 2], True]], "level 0 is outside 1..7"),
     ],
-    ids=["forward", "negative", "out-of-range", "unknown-fn", "wrong-family", "missing-level", "duplicate",
-         "level-8", "level-0"],
+    ids=[
+        "forward",
+        "negative",
+        "out-of-range",
+        "unknown-fn",
+        "wrong-family",
+        "missing-level",
+        "duplicate",
+        "level-8",
+        "level-0",
+    ],
 )
 def test_validator_rejects(rows, message):
     with pytest.raises(SpecError, match=message):
@@ -124,8 +133,10 @@ def test_liveness_prunes_unused_outputs():
 def test_resample_widths_follow_alpha_rule():
     plan = plan_graph(SpineNetCfg())
     block3 = plan.blocks[3]  # level-4 bottleneck from net2 (L2 bottleneck) and net4 (L3 bottleneck)
-    assert [(p.in_channels, p.mid_channels, p.out_channels) for p in block3.parents] == [(256, 32, 1024),
-                                                                                         (512, 64, 1024)]
+    assert [(p.in_channels, p.mid_channels, p.out_channels) for p in block3.parents] == [
+        (256, 32, 1024),
+        (512, 64, 1024),
+    ]
     block1 = plan.blocks[1]  # level-4 residual target
     assert [p.level_diff for p in block1.parents] == [2, 2]
     assert block1.in_channels == 256
@@ -160,5 +171,5 @@ def test_spec_file_errors_name_the_file(tmp_path):
     with pytest.raises(SpecError, match=r"bad.yaml: unknown SpineNet config key\(s\) \['endpoint_num_filters'\]"):
         load_cfg(path)
     path.write_text("[unclosed\n")
-    with pytest.raises(SpecError, match="bad.yaml: cannot parse"):
+    with pytest.raises(SpecError, match=r"bad\.yaml: cannot parse"):
         load_cfg(path)

@@ -25,8 +25,14 @@ def test_params_equal_official(name):
 
 
 # BatchNorm moving statistics of the official models (reference §1.9; mobile from Model Garden builds).
-BN_STATS = {"spinenet49s": 57_136, "spinenet49": 88_704, "spinenet96": 122_752, "spinenet143": 166_272,
-            "spinenet143l": 214_836, "spinenet190": 261_552}
+BN_STATS = {
+    "spinenet49s": 57_136,
+    "spinenet49": 88_704,
+    "spinenet96": 122_752,
+    "spinenet143": 166_272,
+    "spinenet143l": 214_836,
+    "spinenet190": 261_552,
+}
 
 
 @pytest.mark.parametrize("name", list(BN_STATS))
@@ -52,22 +58,30 @@ MG_CASES = [
 @pytest.mark.parametrize(("case", "params"), MG_CASES, ids=[str(c[0]) for c in MG_CASES])
 def test_model_garden_test_cases(case, params):
     size, scale, repeats, alpha, endpoints, min_level, max_level = case
-    cfg = SpineNetCfg(filter_size_scale=scale, block_repeats=repeats, resample_alpha=alpha,
-                      endpoints_num_filters=endpoints, min_level=min_level, max_level=max_level)
+    cfg = SpineNetCfg(
+        filter_size_scale=scale,
+        block_repeats=repeats,
+        resample_alpha=alpha,
+        endpoints_num_filters=endpoints,
+        min_level=min_level,
+        max_level=max_level,
+    )
     with torch.device("meta"):
         model = torchspine.SpineNet(cfg, semantics="model_garden").eval()
         out = model(torch.empty(1, 3, size, size))
     assert count_params(model) == params
     assert list(out) == [f"p{level}" for level in range(min_level, max_level + 1)]
-    for level, t in zip(range(min_level, max_level + 1), out.values()):
+    for level, t in zip(range(min_level, max_level + 1), out.values(), strict=True):
         assert tuple(t.shape) == (1, endpoints, size // 2**level, size // 2**level)
 
 
-@pytest.mark.parametrize(("scale", "endpoints", "params"), [(0.6, 24, 842_456), (0.65, 40, 975_678),
-                                                             (1.0, 48, 2_268_708)])
+@pytest.mark.parametrize(
+    ("scale", "endpoints", "params"), [(0.6, 24, 842_456), (0.65, 40, 975_678), (1.0, 48, 2_268_708)]
+)
 def test_model_garden_mobile_cases(scale, endpoints, params):
-    cfg = SpineNetCfg(family="mobile", blocks=SPINENET_MOBILE_BLOCKS, filter_size_scale=scale,
-                      endpoints_num_filters=endpoints)
+    cfg = SpineNetCfg(
+        family="mobile", blocks=SPINENET_MOBILE_BLOCKS, filter_size_scale=scale, endpoints_num_filters=endpoints
+    )
     with torch.device("meta"):
         assert count_params(torchspine.SpineNet(cfg, semantics="model_garden")) == params
 
@@ -84,7 +98,7 @@ def test_output_shapes_any_size(name, size):
     info = model.feature_info
     assert list(out) == [f.key for f in info]
     assert [f.level for f in info] == list(range(3, 8))
-    for f, t in zip(info, out.values()):
+    for f, t in zip(info, out.values(), strict=True):
         assert f.stride == 2**f.level and f.channels == model.out_channels
         assert tuple(t.shape) == (2, model.out_channels, -(-size[0] // f.stride), -(-size[1] // f.stride))
 
@@ -95,7 +109,7 @@ def test_real_forward_any_size(semantics, size):
     model = torchspine.create_model("test_spinenet", semantics=semantics).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, *size))
-    for level, t in zip(range(3, 8), out.values()):
+    for level, t in zip(range(3, 8), out.values(), strict=True):
         assert t.shape[-2:] == (-(-size[0] // 2**level), -(-size[1] // 2**level))
         assert torch.isfinite(t).all()
 
@@ -125,7 +139,7 @@ def test_same_seed_same_model_and_outputs():
         model = torchspine.create_model("test_spinenet").eval()
         with torch.no_grad():
             outs.append(model(torch.ones(1, 3, 128, 128)))
-    for a, b in zip(outs[0].values(), outs[1].values()):
+    for a, b in zip(outs[0].values(), outs[1].values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -165,8 +179,12 @@ def test_unknown_override_is_an_error():
 
 @pytest.mark.parametrize(
     ("shape", "message"),
-    [((1, 1, 128, 128), "built for 3 input channels, got 1"), ((1, 3, 100, 128), "too small.*at least 128"),
-     ((3, 128, 128), r"expects an \(N, C, H, W\)"), ((1, 128, 128, 3), "built for 3 input channels, got 128")],
+    [
+        ((1, 1, 128, 128), "built for 3 input channels, got 1"),
+        ((1, 3, 100, 128), "too small.*at least 128"),
+        ((3, 128, 128), r"expects an \(N, C, H, W\)"),
+        ((1, 128, 128, 3), "built for 3 input channels, got 128"),
+    ],
     ids=["gray", "small", "3d", "nhwc"],
 )
 def test_bad_input_errors(shape, message):

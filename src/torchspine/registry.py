@@ -46,37 +46,88 @@ class VariantInfo:
 
 
 def _mobile(endpoints: int, scale: float) -> SpineNetCfg:
-    return SpineNetCfg(family="mobile", blocks=SPINENET_MOBILE_BLOCKS, endpoints_num_filters=endpoints,
-                       filter_size_scale=scale)
+    return SpineNetCfg(
+        family="mobile", blocks=SPINENET_MOBILE_BLOCKS, endpoints_num_filters=endpoints, filter_size_scale=scale
+    )
 
 
 # NOTE: spinenet49s follows SCALING_MAP (128-channel endpoints). The released tensorflow/tpu SpineNet-49S detection
 # checkpoint and the published 11.9M params / 33.8B FLOPs use 256: create_model("spinenet49s",
 # endpoints_num_filters=256) builds that model (reference spinenet.md §0.7, §4.4).
 VARIANTS: dict[str, VariantInfo] = {
-    "spinenet49s": VariantInfo(SpineNetCfg(endpoints_num_filters=128, filter_size_scale=0.65), "swish", "tpu", 640,
-                               9_089_215, 12.33e9, "SpineNet-49 with widths x0.65"),
-    "spinenet49": VariantInfo(SpineNetCfg(), "swish", "tpu", 640, 21_831_488, 28.26e9,
-                              "the NAS-found SpineNet-49"),
-    "spinenet96": VariantInfo(SpineNetCfg(block_repeats=2), "swish", "tpu", 1024, 36_262_976, 119.05e9,
-                              "SpineNet-49 with every block repeated twice"),
-    "spinenet143": VariantInfo(SpineNetCfg(block_repeats=3, resample_alpha=1.0), "swish", "tpu", 1280, 60_247_616,
-                               295.26e9, "blocks x3, alpha 1.0"),
-    "spinenet143l": VariantInfo(SpineNetCfg(block_repeats=3, resample_alpha=1.0, filter_size_scale=1.3), "swish",
-                                "tpu", 1280, 100_796_257, None, "SpineNet-143 with widths x1.3 (code only)"),
-    "spinenet190": VariantInfo(SpineNetCfg(endpoints_num_filters=512, filter_size_scale=1.3, resample_alpha=1.0,
-                                           block_repeats=4), "swish", "tpu", 1280, 126_587_664, 620.98e9,
-                               "blocks x4, widths x1.3, alpha 1.0, 512-d endpoints"),
-    "spinenet49_mobile": VariantInfo(_mobile(48, 1.0), "hard_swish", "model_garden", 384, 2_268_708, 0.785e9,
-                                     "MBConv SpineNet-49 (Model Garden SpineNetMobile)"),
-    "spinenet49s_mobile": VariantInfo(_mobile(40, 0.65), "hard_swish", "model_garden", 384, 975_678, 0.341e9,
-                                      "MBConv SpineNet-49, widths x0.65"),
-    "spinenet49xs_mobile": VariantInfo(_mobile(24, 0.6), "swish", "model_garden", 256, 842_456, 0.129e9,
-                                       "MBConv SpineNet-49, widths x0.6"),
-    "test_spinenet": VariantInfo(SpineNetCfg(endpoints_num_filters=32, filter_size_scale=0.25, resample_alpha=0.5),
-                                 "swish", "tpu", 128, None, None, "tiny SpineNet-49 topology for tests"),
-    "test_spinenet_mobile": VariantInfo(_mobile(16, 0.25), "swish", "model_garden", 128, None, None,
-                                        "tiny SpineNet-49 mobile topology for tests"),
+    "spinenet49s": VariantInfo(
+        SpineNetCfg(endpoints_num_filters=128, filter_size_scale=0.65),
+        "swish",
+        "tpu",
+        640,
+        9_089_215,
+        12.33e9,
+        "SpineNet-49 with widths x0.65",
+    ),
+    "spinenet49": VariantInfo(SpineNetCfg(), "swish", "tpu", 640, 21_831_488, 28.26e9, "the NAS-found SpineNet-49"),
+    "spinenet96": VariantInfo(
+        SpineNetCfg(block_repeats=2),
+        "swish",
+        "tpu",
+        1024,
+        36_262_976,
+        119.05e9,
+        "SpineNet-49 with every block repeated twice",
+    ),
+    "spinenet143": VariantInfo(
+        SpineNetCfg(block_repeats=3, resample_alpha=1.0),
+        "swish",
+        "tpu",
+        1280,
+        60_247_616,
+        295.26e9,
+        "blocks x3, alpha 1.0",
+    ),
+    "spinenet143l": VariantInfo(
+        SpineNetCfg(block_repeats=3, resample_alpha=1.0, filter_size_scale=1.3),
+        "swish",
+        "tpu",
+        1280,
+        100_796_257,
+        None,
+        "SpineNet-143 with widths x1.3 (code only)",
+    ),
+    "spinenet190": VariantInfo(
+        SpineNetCfg(endpoints_num_filters=512, filter_size_scale=1.3, resample_alpha=1.0, block_repeats=4),
+        "swish",
+        "tpu",
+        1280,
+        126_587_664,
+        620.98e9,
+        "blocks x4, widths x1.3, alpha 1.0, 512-d endpoints",
+    ),
+    "spinenet49_mobile": VariantInfo(
+        _mobile(48, 1.0),
+        "hard_swish",
+        "model_garden",
+        384,
+        2_268_708,
+        0.785e9,
+        "MBConv SpineNet-49 (Model Garden SpineNetMobile)",
+    ),
+    "spinenet49s_mobile": VariantInfo(
+        _mobile(40, 0.65), "hard_swish", "model_garden", 384, 975_678, 0.341e9, "MBConv SpineNet-49, widths x0.65"
+    ),
+    "spinenet49xs_mobile": VariantInfo(
+        _mobile(24, 0.6), "swish", "model_garden", 256, 842_456, 0.129e9, "MBConv SpineNet-49, widths x0.6"
+    ),
+    "test_spinenet": VariantInfo(
+        SpineNetCfg(endpoints_num_filters=32, filter_size_scale=0.25, resample_alpha=0.5),
+        "swish",
+        "tpu",
+        128,
+        None,
+        None,
+        "tiny SpineNet-49 topology for tests",
+    ),
+    "test_spinenet_mobile": VariantInfo(
+        _mobile(16, 0.25), "swish", "model_garden", 128, None, None, "tiny SpineNet-49 mobile topology for tests"
+    ),
 }
 
 _ENTRYPOINTS: dict[str, Callable[..., SpineNet]] = {}

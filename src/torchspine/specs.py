@@ -170,10 +170,14 @@ def validate_blocks(
     for i, block in enumerate(blocks):
         where = f"block {i} ({block.level}, {block.block_fn!r}, {block.input_offsets}, {block.is_output})"
         if block.block_fn not in get_args(BlockFn):
-            raise SpecError(f"{where}: unknown block_fn {block.block_fn!r}; expected one of {sorted(get_args(BlockFn))}")
+            raise SpecError(
+                f"{where}: unknown block_fn {block.block_fn!r}; expected one of {sorted(get_args(BlockFn))}"
+            )
         if block.block_fn not in allowed:
-            raise SpecError(f"{where}: block_fn {block.block_fn!r} is not used by the {family!r} family; "
-                            f"expected one of {sorted(allowed)}")
+            raise SpecError(
+                f"{where}: block_fn {block.block_fn!r} is not used by the {family!r} family; "
+                f"expected one of {sorted(allowed)}"
+            )
         if not isinstance(block.level, int) or not MIN_LEVEL <= block.level <= MAX_LEVEL:
             raise SpecError(f"{where}: level {block.level!r} is outside {MIN_LEVEL}..{MAX_LEVEL}")
         if len(block.input_offsets) != 2:
@@ -187,16 +191,20 @@ def validate_blocks(
                 )
         if block.is_output:
             if block.level in outputs:
-                raise SpecError(f"{where}: duplicate output level {block.level}, already produced by block "
-                                f"{outputs[block.level]}")
+                raise SpecError(
+                    f"{where}: duplicate output level {block.level}, already produced by block {outputs[block.level]}"
+                )
             outputs[block.level] = i
     if not MIN_LEVEL <= min_level <= max_level <= MAX_LEVEL:
-        raise SpecError(f"min_level={min_level}, max_level={max_level}: need {MIN_LEVEL} <= min_level <= "
-                        f"max_level <= {MAX_LEVEL}")
+        raise SpecError(
+            f"min_level={min_level}, max_level={max_level}: need {MIN_LEVEL} <= min_level <= max_level <= {MAX_LEVEL}"
+        )
     missing = [level for level in range(min_level, max_level + 1) if level not in outputs]
     if missing:
-        raise SpecError(f"no output block for level(s) {missing}; endpoints {min_level}..{max_level} need one "
-                        f"is_output block per level (output levels present: {sorted(outputs)})")
+        raise SpecError(
+            f"no output block for level(s) {missing}; endpoints {min_level}..{max_level} need one "
+            f"is_output block per level (output levels present: {sorted(outputs)})"
+        )
 
 
 def validate_cfg(cfg: SpineNetCfg) -> None:
@@ -205,8 +213,11 @@ def validate_cfg(cfg: SpineNetCfg) -> None:
         raise SpecError(f"family={cfg.family!r}: expected one of {sorted(_FAMILY_BLOCK_FNS)}")
     if not isinstance(cfg.blocks, tuple) or not all(isinstance(b, BlockSpec) for b in cfg.blocks):
         raise SpecError("blocks must be a tuple of BlockSpec (use blocks_from_rows() for plain lists)")
-    positive = {"endpoints_num_filters": cfg.endpoints_num_filters, "block_repeats": cfg.block_repeats,
-                "expand_ratio": cfg.expand_ratio}
+    positive = {
+        "endpoints_num_filters": cfg.endpoints_num_filters,
+        "block_repeats": cfg.block_repeats,
+        "expand_ratio": cfg.expand_ratio,
+    }
     for name, value in positive.items():
         if not isinstance(value, int) or value < 1:
             raise SpecError(f"{name}={value!r}: expected a positive integer")
@@ -295,8 +306,10 @@ class GraphPlan:
             parents = ", ".join(f"net{p.source}(L{p.source_level})" for p in node.parents) or "-"
             merged = f" + raw net{list(node.merged)}" if node.merged else ""
             live = "" if node.live else "  (pruned)"
-            lines.append(f"{name:>5} {node.index:>3} {node.level:>2} {node.block_fn:<10} {node.in_channels:>5} "
-                         f"{node.out_channels:>5}  {parents}{merged}{live}")
+            lines.append(
+                f"{name:>5} {node.index:>3} {node.level:>2} {node.block_fn:<10} {node.in_channels:>5} "
+                f"{node.out_channels:>5}  {parents}{merged}{live}"
+            )
         for ep in self.endpoints:
             lines.append(f"   p{ep.level}: net{ep.source} {ep.in_channels} -> {ep.out_channels}")
         return "\n".join(lines)
@@ -321,13 +334,29 @@ def plan_graph(cfg: SpineNetCfg) -> GraphPlan:
     if mobile:
         # Level-1 MBConv (stride 1) then level-2 MBConv (stride 2), after a 3x3/2 conv with width(0) filters.
         for level, stride in [(1, 1), (2, 2)]:
-            nodes.append(dict(level=level, block_fn="mbconv", in_channels=cfg.width(level - 1),
-                              out_channels=cfg.width(level), width=cfg.width(level), stride=stride))
+            nodes.append(
+                dict(
+                    level=level,
+                    block_fn="mbconv",
+                    in_channels=cfg.width(level - 1),
+                    out_channels=cfg.width(level),
+                    width=cfg.width(level),
+                    stride=stride,
+                )
+            )
     else:
         c2 = cfg.width(2)
         for i in range(2):
-            nodes.append(dict(level=2, block_fn="bottleneck", in_channels=SPINENET_STEM_FILTERS if i == 0 else 4 * c2,
-                              out_channels=4 * c2, width=c2, stride=1))
+            nodes.append(
+                dict(
+                    level=2,
+                    block_fn="bottleneck",
+                    in_channels=SPINENET_STEM_FILTERS if i == 0 else 4 * c2,
+                    out_channels=4 * c2,
+                    width=c2,
+                    stride=1,
+                )
+            )
     num_stem = len(nodes)
     for node in nodes:
         node.update(parents=(), merged=(), drop_path_scale=0.0)
@@ -346,8 +375,10 @@ def plan_graph(cfg: SpineNetCfg) -> GraphPlan:
                 parent_c = src["out_channels"] // 4 if src["block_fn"] == "bottleneck" else src["out_channels"]
                 mid = int(parent_c * cfg.resample_alpha)
                 if mid < 1:
-                    raise SpecError(f"block {i}: resample_alpha={cfg.resample_alpha} leaves no channels for the "
-                                    f"path from net{offset} (C={parent_c})")
+                    raise SpecError(
+                        f"block {i}: resample_alpha={cfg.resample_alpha} leaves no channels for the "
+                        f"path from net{offset} (C={parent_c})"
+                    )
             parents.append(ParentPlan(offset, src["level"], spec.level, src["out_channels"], mid, target_in))
             outgoing[offset] += 1
         merged = []
@@ -357,12 +388,22 @@ def plan_graph(cfg: SpineNetCfg) -> GraphPlan:
                     merged.append(j)
                     outgoing[j] += 1
         out_c = width if mobile else _block_out_channels(spec.block_fn, width)
-        nodes.append(dict(level=spec.level, block_fn=spec.block_fn, in_channels=target_in, out_channels=out_c,
-                          width=width, stride=1, parents=tuple(parents), merged=tuple(merged),
-                          # Official schedule: rate_i = init * i / N with 1-based i over all N specs (Model Garden
-                          # get_stochastic_depth_rate; tensorflow/tpu's (i+1)/n is the same formula). Stored as
-                          # the fraction of the initial rate, the model multiplies by its drop_path_rate.
-                          drop_path_scale=(i + 1) / num_blocks))
+        nodes.append(
+            dict(
+                level=spec.level,
+                block_fn=spec.block_fn,
+                in_channels=target_in,
+                out_channels=out_c,
+                width=width,
+                stride=1,
+                parents=tuple(parents),
+                merged=tuple(merged),
+                # Official schedule: rate_i = init * i / N with 1-based i over all N specs (Model Garden
+                # get_stochastic_depth_rate; tensorflow/tpu's (i+1)/n is the same formula). Stored as
+                # the fraction of the initial rate, the model multiplies by its drop_path_rate.
+                drop_path_scale=(i + 1) / num_blocks,
+            )
+        )
         outgoing.append(0)
 
     # Endpoints: the output block of each level in range. Then liveness by walking parents and merges backwards.
@@ -415,8 +456,10 @@ def blocks_from_rows(rows: Sequence[Any]) -> tuple[BlockSpec, ...]:
         except SpecError as err:
             raise SpecError(f"block row {i} {row!r}: {err}") from None
         except (KeyError, TypeError, ValueError) as err:
-            raise SpecError(f"block row {i} {row!r}: expected [level, block_fn, [input0, input1], is_output] or a "
-                            f"mapping with keys level, block_fn, input_offsets, is_output ({err})") from None
+            raise SpecError(
+                f"block row {i} {row!r}: expected [level, block_fn, [input0, input1], is_output] or a "
+                f"mapping with keys level, block_fn, input_offsets, is_output ({err})"
+            ) from None
     return tuple(blocks)
 
 
@@ -454,7 +497,7 @@ def load_cfg(path: str | Path, base: SpineNetCfg | None = None) -> SpineNetCfg:
             import yaml  # lazy: only spec files need it
 
             data = yaml.safe_load(text)
-    except Exception as err:  # noqa: BLE001 - any parse error becomes one clear message
+    except Exception as err:
         raise SpecError(f"{path}: cannot parse ({err})") from None
     if isinstance(data, list):
         data = {"blocks": data}

@@ -21,13 +21,14 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from official.vision.modeling.backbones import spinenet, spinenet_mobile  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from official.vision.modeling.backbones import spinenet, spinenet_mobile
 
 BLOCK_CLASSES = ("BottleneckBlock", "ResidualBlock", "InvertedBottleneckBlock")
 PLAIN_CLASSES = ("Conv2D", "BatchNormalization", "DepthwiseConv2D")
@@ -48,9 +49,7 @@ def _randomize(model, rng: np.random.Generator) -> None:
             value = rng.normal(0.0, np.sqrt(1.0 / fan_in), shape)
         elif name.endswith("gamma:0"):
             value = rng.uniform(0.7, 1.3, shape)
-        elif name.endswith(("beta:0", "bias:0")):
-            value = rng.normal(0.0, 0.1, shape)
-        elif name.endswith("moving_mean:0"):
+        elif name.endswith(("beta:0", "bias:0")) or name.endswith("moving_mean:0"):
             value = rng.normal(0.0, 0.1, shape)
         elif name.endswith("moving_variance:0"):
             value = rng.uniform(0.6, 1.4, shape)
@@ -60,7 +59,7 @@ def _randomize(model, rng: np.random.Generator) -> None:
 
 
 def main(config_path: str, out_path: str) -> None:
-    cfg = json.loads(open(config_path).read())
+    cfg = json.loads(Path(config_path).read_text())
     height, width = cfg["input_size"]
     specs = tf.keras.layers.InputSpec(shape=[1, height, width, 3])
     if cfg["family"] == "mobile":
@@ -97,7 +96,9 @@ def main(config_path: str, out_path: str) -> None:
             if se is not None:
                 for part in ("_se_reduce", "_se_expand"):
                     for w in getattr(se, part).weights:
-                        arrays[f"{cls}/{k}/_squeeze_excitation/{part}/{w.name.split('/')[-1].split(':')[0]}"] = w.numpy()
+                        arrays[f"{cls}/{k}/_squeeze_excitation/{part}/{w.name.split('/')[-1].split(':')[0]}"] = (
+                            w.numpy()
+                        )
     arrays["num_weighted_layers"] = np.array(sum(1 for layer in model.layers if layer.weights))
     np.savez(out_path, **arrays)
 

@@ -44,9 +44,18 @@ def profile_rows(tasks: list[str], pattern: str = "*") -> list[ProfileRow]:
             rows.append(ProfileRow("backbone", name, info.image_size, c.params, c.macs, info.params, info.macs))
             if name == "spinenet49s":
                 # The released tensorflow/tpu 49S detector has 256-d endpoints (reference spinenet.md §1.9, §4.4).
-                c = measure(lambda: create_model(name, endpoints_num_filters=256), (info.image_size,) * 2)
-                rows.append(ProfileRow("backbone", f"{name} (endpoints_num_filters=256)", info.image_size, c.params,
-                                       c.macs, RELEASED_49S_PARAMS, RELEASED_49S_MACS))
+                c = measure(lambda n=name: create_model(n, endpoints_num_filters=256), (info.image_size,) * 2)
+                rows.append(
+                    ProfileRow(
+                        "backbone",
+                        f"{name} (endpoints_num_filters=256)",
+                        info.image_size,
+                        c.params,
+                        c.macs,
+                        RELEASED_49S_PARAMS,
+                        RELEASED_49S_MACS,
+                    )
+                )
     if "classification" in tasks:
         for name, (ref_params, ref_macs) in CLASSIFICATION_REFERENCE.items():
             if name in list_models(pattern):
@@ -60,19 +69,25 @@ def _pct(value: float, ref: float | None) -> str:
 
 
 def format_table(rows: list[ProfileRow]) -> str:
-    header = (f"{'task':<15} {'model':<20} {'size':>5} {'params':>13} {'official':>13} {'diff':>8} "
-              f"{'GMACs':>9} {'official':>9} {'diff':>8}")
+    header = (
+        f"{'task':<15} {'model':<20} {'size':>5} {'params':>13} {'official':>13} {'diff':>8} "
+        f"{'GMACs':>9} {'official':>9} {'diff':>8}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         ref_p = f"{r.reference_params:,.0f}" if r.reference_params else "-"
         ref_m = f"{r.reference_macs / 1e9:.2f}" if r.reference_macs else "-"
-        lines.append(f"{r.task:<15} {r.model:<20} {r.image_size:>5} {r.params:>13,} {ref_p:>13} "
-                     f"{_pct(r.params, r.reference_params):>8} {r.macs / 1e9:>9.2f} {ref_m:>9} "
-                     f"{_pct(r.macs, r.reference_macs):>8}")
+        lines.append(
+            f"{r.task:<15} {r.model:<20} {r.image_size:>5} {r.params:>13,} {ref_p:>13} "
+            f"{_pct(r.params, r.reference_params):>8} {r.macs / 1e9:>9.2f} {ref_m:>9} "
+            f"{_pct(r.macs, r.reference_macs):>8}"
+        )
     lines.append("")
-    lines.append("MACs = multiply-adds of convolutions and linear layers (torch.utils.flop_counter / 2), one image, "
-                 "eval mode;\nparams = trainable parameters. Official: the TF implementations' measured counts "
-                 "(backbones) and the published model-zoo numbers (classification, 1001 classes).")
+    lines.append(
+        "MACs = multiply-adds of convolutions and linear layers (torch.utils.flop_counter / 2), one image, "
+        "eval mode;\nparams = trainable parameters. Official: the TF implementations' measured counts "
+        "(backbones) and the published model-zoo numbers (classification, 1001 classes)."
+    )
     return "\n".join(lines)
 
 

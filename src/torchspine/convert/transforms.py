@@ -11,7 +11,10 @@ BN_SUFFIXES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
 
 
 def conv_kernel(kernel: np.ndarray, depthwise: bool = False) -> torch.Tensor:
-    """TF conv kernel ``[kh, kw, in, out]`` -> ``[out, in, kh, kw]``; depthwise ``[kh, kw, C, 1]`` -> ``[C, 1, kh, kw]``."""
+    """TF conv kernel ``[kh, kw, in, out]`` -> ``[out, in, kh, kw]``.
+
+    Depthwise kernels ``[kh, kw, C, 1]`` become ``[C, 1, kh, kw]``.
+    """
     if kernel.ndim != 4:
         raise ValueError(f"expected a 4-d conv kernel, got shape {kernel.shape}")
     axes = (2, 3, 0, 1) if depthwise else (3, 2, 0, 1)

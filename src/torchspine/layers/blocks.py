@@ -42,11 +42,13 @@ class BottleneckBlock(nn.Module):
         out_channels = width * self.expansion
         self.shortcut = None
         if in_channels != out_channels or stride != 1:
-            self.shortcut = ConvNormAct(in_channels, out_channels, 1, stride=stride, norm_layer=norm_layer,
-                                        act_layer=None, pad_mode=pad_mode)
+            self.shortcut = ConvNormAct(
+                in_channels, out_channels, 1, stride=stride, norm_layer=norm_layer, act_layer=None, pad_mode=pad_mode
+            )
         self.conv1 = ConvNormAct(in_channels, width, 1, norm_layer=norm_layer, act_layer=act_layer)
-        self.conv2 = ConvNormAct(width, width, 3, stride=stride, norm_layer=norm_layer, act_layer=act_layer,
-                                 pad_mode=pad_mode)
+        self.conv2 = ConvNormAct(
+            width, width, 3, stride=stride, norm_layer=norm_layer, act_layer=act_layer, pad_mode=pad_mode
+        )
         self.conv3 = ConvNormAct(width, out_channels, 1, norm_layer=norm_layer, act_layer=None)
         self.drop_path = DropPath(drop_path_rate)
         self.act = act_layer()
@@ -76,10 +78,12 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.shortcut = None
         if in_channels != width or stride != 1:
-            self.shortcut = ConvNormAct(in_channels, width, 1, stride=stride, norm_layer=norm_layer,
-                                        act_layer=None, pad_mode=pad_mode)
-        self.conv1 = ConvNormAct(in_channels, width, 3, stride=stride, norm_layer=norm_layer, act_layer=act_layer,
-                                 pad_mode=pad_mode)
+            self.shortcut = ConvNormAct(
+                in_channels, width, 1, stride=stride, norm_layer=norm_layer, act_layer=None, pad_mode=pad_mode
+            )
+        self.conv1 = ConvNormAct(
+            in_channels, width, 3, stride=stride, norm_layer=norm_layer, act_layer=act_layer, pad_mode=pad_mode
+        )
         self.conv2 = ConvNormAct(width, width, 3, norm_layer=norm_layer, act_layer=None)
         self.drop_path = DropPath(drop_path_rate)
         self.act = act_layer()
@@ -137,8 +141,9 @@ class MBConvBlock(nn.Module):
             if expand_ratio > 1
             else nn.Identity()
         )
-        self.depthwise = ConvNormAct(mid, mid, 3, stride=stride, groups=mid, norm_layer=norm_layer,
-                                     act_layer=act_layer, pad_mode=pad_mode)
+        self.depthwise = ConvNormAct(
+            mid, mid, 3, stride=stride, groups=mid, norm_layer=norm_layer, act_layer=act_layer, pad_mode=pad_mode
+        )
         self.se = (
             SqueezeExcite(mid, max(1, int(in_channels * se_ratio)), act_layer=se_act_layer, gate_layer=se_gate_layer)
             if 0 < se_ratio <= 1

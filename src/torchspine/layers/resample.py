@@ -87,8 +87,15 @@ class Resample(nn.Module):
         self.downsample: nn.Module = nn.Identity()
         if level_diff > 0:
             self.downsample = nn.Sequential(
-                ConvNormAct(mid_channels, mid_channels, 3, stride=2, norm_layer=norm_layer, act_layer=act_layer,
-                            pad_mode=pad_mode),
+                ConvNormAct(
+                    mid_channels,
+                    mid_channels,
+                    3,
+                    stride=2,
+                    norm_layer=norm_layer,
+                    act_layer=act_layer,
+                    pad_mode=pad_mode,
+                ),
                 _pools(level_diff, pool_mode),
             )
         self.project = ConvNormAct(mid_channels, out_channels, 1, norm_layer=norm_layer, act_layer=None)
@@ -126,8 +133,16 @@ class ResampleSepConv(nn.Module):
         self.level_diff = level_diff
         self.downsample = nn.Sequential(
             *[
-                ConvNormAct(in_channels, in_channels, 3, stride=2, groups=in_channels, norm_layer=norm_layer,
-                            act_layer=act_layer, pad_mode=pad_mode)
+                ConvNormAct(
+                    in_channels,
+                    in_channels,
+                    3,
+                    stride=2,
+                    groups=in_channels,
+                    norm_layer=norm_layer,
+                    act_layer=act_layer,
+                    pad_mode=pad_mode,
+                )
                 for _ in range(max(level_diff, 0))
             ]
         )

@@ -143,12 +143,20 @@ class SpineNet(nn.Module):
 
         stem_nodes = self.plan.nodes[: self.plan.num_stem]
         if cfg.family == "mobile":
-            self.stem = ConvNormAct(in_chans, cfg.width(0), 3, stride=2, norm_layer=norm_layer, act_layer=act_layer,
-                                    pad_mode=self._pad_mode)
+            self.stem = ConvNormAct(
+                in_chans, cfg.width(0), 3, stride=2, norm_layer=norm_layer, act_layer=act_layer, pad_mode=self._pad_mode
+            )
             self.stem_pool: nn.Module = nn.Identity()
         else:
-            self.stem = ConvNormAct(in_chans, SPINENET_STEM_FILTERS, 7, stride=2, norm_layer=norm_layer,
-                                    act_layer=act_layer, pad_mode=self._pad_mode)
+            self.stem = ConvNormAct(
+                in_chans,
+                SPINENET_STEM_FILTERS,
+                7,
+                stride=2,
+                norm_layer=norm_layer,
+                act_layer=act_layer,
+                pad_mode=self._pad_mode,
+            )
             self.stem_pool = MaxPool2dSame(3, 2)
         self.stem_blocks = nn.ModuleList([self._group(node) for node in stem_nodes])
 
@@ -160,8 +168,9 @@ class SpineNet(nn.Module):
                 )
         self.endpoints = nn.ModuleDict(
             {
-                f"p{ep.level}": ConvNormAct(ep.in_channels, ep.out_channels, 1, norm_layer=norm_layer,
-                                            act_layer=act_layer)
+                f"p{ep.level}": ConvNormAct(
+                    ep.in_channels, ep.out_channels, 1, norm_layer=norm_layer, act_layer=act_layer
+                )
                 for ep in self.plan.endpoints
             }
         )
@@ -180,28 +189,51 @@ class SpineNet(nn.Module):
     def _group(self, node: NodePlan) -> nn.Sequential:
         """The `block_repeats` blocks of one node; only the first may change width or stride."""
         rate = self.drop_path_rate * node.drop_path_scale
-        common = dict(norm_layer=self._norm_layer, act_layer=self._act_layer, drop_path_rate=rate,
-                      pad_mode=self._pad_mode)
+        common = dict(
+            norm_layer=self._norm_layer, act_layer=self._act_layer, drop_path_rate=rate, pad_mode=self._pad_mode
+        )
         blocks: list[nn.Module] = []
         for r in range(self.cfg.block_repeats):
             in_ch = node.in_channels if r == 0 else node.out_channels
             stride = node.stride if r == 0 else 1
             if node.block_fn == "mbconv":
-                blocks.append(MBConvBlock(in_ch, node.out_channels, stride=stride, expand_ratio=self.cfg.expand_ratio,
-                                          se_ratio=self.cfg.se_ratio, se_gate_layer=self._se_gate_layer, **common))
+                blocks.append(
+                    MBConvBlock(
+                        in_ch,
+                        node.out_channels,
+                        stride=stride,
+                        expand_ratio=self.cfg.expand_ratio,
+                        se_ratio=self.cfg.se_ratio,
+                        se_gate_layer=self._se_gate_layer,
+                        **common,
+                    )
+                )
             elif node.block_fn == "bottleneck":
                 blocks.append(BottleneckBlock(in_ch, node.width, stride=stride, **common))
             else:
                 blocks.append(ResidualBlock(in_ch, node.width, stride=stride, **common))
         return nn.Sequential(*blocks)
 
-    def _resample(self, parent) -> nn.Module:  # noqa: ANN001 - ParentPlan
+    def _resample(self, parent) -> nn.Module:
         if self.cfg.family == "mobile":
-            return ResampleSepConv(parent.in_channels, parent.out_channels, parent.level_diff,
-                                   norm_layer=self._norm_layer, act_layer=self._act_layer, pad_mode=self._pad_mode)
-        return Resample(parent.in_channels, parent.mid_channels, parent.out_channels, parent.level_diff,
-                        norm_layer=self._norm_layer, act_layer=self._act_layer, pad_mode=self._pad_mode,
-                        pool_mode=self._pool_mode)
+            return ResampleSepConv(
+                parent.in_channels,
+                parent.out_channels,
+                parent.level_diff,
+                norm_layer=self._norm_layer,
+                act_layer=self._act_layer,
+                pad_mode=self._pad_mode,
+            )
+        return Resample(
+            parent.in_channels,
+            parent.mid_channels,
+            parent.out_channels,
+            parent.level_diff,
+            norm_layer=self._norm_layer,
+            act_layer=self._act_layer,
+            pad_mode=self._pad_mode,
+            pool_mode=self._pool_mode,
+        )
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -223,8 +255,10 @@ class SpineNet(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"SpineNet expects an (N, C, H, W) image batch, got a tensor of shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
-            raise ValueError(f"SpineNet was built for {self.in_chans} input channels, got {x.shape[1]} "
-                             f"(input shape {tuple(x.shape)}; images must be NCHW)")
+            raise ValueError(
+                f"SpineNet was built for {self.in_chans} input channels, got {x.shape[1]} "
+                f"(input shape {tuple(x.shape)}; images must be NCHW)"
+            )
         smallest = 2**self.max_block_level
         if x.shape[-2] < smallest or x.shape[-1] < smallest:
             raise ValueError(
@@ -255,6 +289,8 @@ class SpineNet(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.cfg
-        return (f"family={c.family}, levels={c.min_level}..{c.max_level}, endpoints={c.endpoints_num_filters}, "
-                f"scale={c.filter_size_scale}, alpha={c.resample_alpha}, repeats={c.block_repeats}, "
-                f"semantics={self.semantics}, act={self.act_name}, bn_eps={self.norm_eps}")
+        return (
+            f"family={c.family}, levels={c.min_level}..{c.max_level}, endpoints={c.endpoints_num_filters}, "
+            f"scale={c.filter_size_scale}, alpha={c.resample_alpha}, repeats={c.block_repeats}, "
+            f"semantics={self.semantics}, act={self.act_name}, bn_eps={self.norm_eps}"
+        )
