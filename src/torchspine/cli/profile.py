@@ -69,8 +69,9 @@ def _pct(value: float, ref: float | None) -> str:
 
 
 def format_table(rows: list[ProfileRow]) -> str:
+    width = max([len("model")] + [len(r.model) for r in rows])
     header = (
-        f"{'task':<15} {'model':<20} {'size':>5} {'params':>13} {'official':>13} {'diff':>8} "
+        f"{'task':<15} {'model':<{width}} {'size':>5} {'params':>13} {'official':>13} {'diff':>8} "
         f"{'GMACs':>9} {'official':>9} {'diff':>8}"
     )
     lines = [header, "-" * len(header)]
@@ -78,15 +79,15 @@ def format_table(rows: list[ProfileRow]) -> str:
         ref_p = f"{r.reference_params:,.0f}" if r.reference_params else "-"
         ref_m = f"{r.reference_macs / 1e9:.2f}" if r.reference_macs else "-"
         lines.append(
-            f"{r.task:<15} {r.model:<20} {r.image_size:>5} {r.params:>13,} {ref_p:>13} "
+            f"{r.task:<15} {r.model:<{width}} {r.image_size:>5} {r.params:>13,} {ref_p:>13} "
             f"{_pct(r.params, r.reference_params):>8} {r.macs / 1e9:>9.2f} {ref_m:>9} "
             f"{_pct(r.macs, r.reference_macs):>8}"
         )
     lines.append("")
     lines.append(
-        "MACs = multiply-adds of convolutions and linear layers (torch.utils.flop_counter / 2), one image, "
-        "eval mode;\nparams = trainable parameters. Official: the TF implementations' measured counts "
-        "(backbones) and the published model-zoo numbers (classification, 1001 classes)."
+        "MACs: multiply-adds of convolutions and linear layers (torch.utils.flop_counter / 2), one image, "
+        "eval mode.\nparams: trainable parameters. official: the TF implementations' measured counts "
+        "(backbones) and the\npublished model-zoo numbers (classification, 1001 classes)."
     )
     return "\n".join(lines)
 

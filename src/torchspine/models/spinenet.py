@@ -175,6 +175,7 @@ class SpineNet(nn.Module):
             }
         )
         self._endpoint_sources = tuple((f"p{ep.level}", ep.source) for ep in self.plan.endpoints)
+        self._release = self._release_schedule()
         live_levels = [node.level for node in self.plan.nodes if node.live]
         self.max_block_level = max(live_levels)
         self._levels = tuple(sorted(set(live_levels)))
@@ -235,6 +236,22 @@ class SpineNet(nn.Module):
             pool_mode=self._pool_mode,
         )
 
+    def _release_schedule(self) -> dict[int, tuple[int, ...]]:
+        """Features that can be dropped after each block, because no later block or endpoint reads them.
+
+        Frees intermediate maps early, which lowers peak memory in inference (autograd keeps what it needs).
+        """
+        last_use: dict[int, int] = {}
+        for block in self.blocks.values():
+            for j in (*block.sources, *block.merged):
+                last_use[j] = block.index
+        kept = {source for _, source in self._endpoint_sources}
+        release: dict[int, list[int]] = {}
+        for j, user in last_use.items():
+            if j not in kept:
+                release.setdefault(user, []).append(j)
+        return {user: tuple(sorted(js)) for user, js in release.items()}
+
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """TF initialisation: conv kernels VarianceScaling(1, fan_in, truncated normal), biases 0, BN (1, 0)."""
@@ -282,6 +299,8 @@ class SpineNet(nn.Module):
             feats[i] = x
         for block in self.blocks.values():
             feats[block.index] = block(feats, sizes[block.level])
+            for j in self._release.get(block.index, ()):
+                del feats[j]
         out: OrderedDict[str, Tensor] = OrderedDict()
         for key, source in self._endpoint_sources:
             out[key] = self.endpoints[key](feats[source])
