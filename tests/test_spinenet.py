@@ -123,7 +123,15 @@ def test_level2_output():
     assert "blocks.15.group.0.conv1.conv.weight" not in torchspine.create_model("test_spinenet").state_dict()
 
 
-@pytest.mark.parametrize("name", ["test_spinenet", "test_spinenet_mobile"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "test_spinenet",
+        "test_spinenet_mobile",
+        pytest.param("spinenet49", marks=pytest.mark.slow),
+        pytest.param("spinenet49_mobile", marks=pytest.mark.slow),
+    ],
+)
 def test_every_parameter_gets_a_gradient(name):
     model = torchspine.create_model(name, drop_path_rate=0.2, min_level=3, max_level=7)
     out = model(torch.randn(2, 3, 128, 160))

@@ -300,7 +300,7 @@ class GraphPlan:
 
     def describe(self) -> str:
         """A human-readable table of the plan (used by ``torchspine list --plan``)."""
-        lines = [f"{'#':>3} {'net':>3} {'L':>2} {'block':<10} {'in':>5} {'out':>5}  parents / merged / live"]
+        lines = [f"{'#':>5} {'net':>3} {'L':>2} {'block':<10} {'in':>5} {'out':>5}  parents / merged / live"]
         for node in self.nodes:
             name = f"stem{node.index}" if node.is_stem else str(node.index - self.num_stem)
             parents = ", ".join(f"net{p.source}(L{p.source_level})" for p in node.parents) or "-"
