@@ -224,3 +224,20 @@ def test_torch_compile_matches_eager():
     with torch.no_grad():
         for key, value in compiled(x).items():
             torch.testing.assert_close(value, eager[key], rtol=1e-4, atol=1e-4)
+
+
+def test_model_from_user_spec_file(tmp_path):
+    # A hand-written (or searched) topology: one block per output level plus an intermediate one.
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "filter_size_scale: 0.25\nendpoints_num_filters: 16\nblocks:\n"
+        "  - [4, residual, [0, 1], false]\n"
+        "  - [3, bottleneck, [1, 2], true]\n"
+        "  - [4, bottleneck, [2, 3], true]\n"
+        "  - [5, bottleneck, [3, 4], true]\n"
+        "  - [7, residual, [4, 5], true]\n"
+        "  - [6, bottleneck, [5, 6], true]\n"
+    )
+    model = torchspine.SpineNet(torchspine.load_cfg(path)).eval()
+    out = model(torch.randn(1, 3, 128, 128))
+    assert [tuple(t.shape) for t in out.values()] == [(1, 16, 128 // 2**lv, 128 // 2**lv) for lv in range(3, 8)]

@@ -18,6 +18,17 @@ from torchspine.layers.padding import PadMode
 ActLayer = Callable[[], nn.Module]
 
 
+def _projection(
+    in_channels: int, out_channels: int, stride: int, norm_layer: NormLayer, pad_mode: PadMode
+) -> ConvNormAct | None:
+    """The 1x1 conv + BN (no activation) shortcut, when the identity does not fit; None otherwise."""
+    if in_channels == out_channels and stride == 1:
+        return None
+    return ConvNormAct(
+        in_channels, out_channels, 1, stride=stride, norm_layer=norm_layer, act_layer=None, pad_mode=pad_mode
+    )
+
+
 class BottleneckBlock(nn.Module):
     """1x1 -> 3x3 -> 1x1 (x4 expansion) residual block; outputs ``4 * width`` channels.
 
@@ -40,11 +51,7 @@ class BottleneckBlock(nn.Module):
     ) -> None:
         super().__init__()
         out_channels = width * self.expansion
-        self.shortcut = None
-        if in_channels != out_channels or stride != 1:
-            self.shortcut = ConvNormAct(
-                in_channels, out_channels, 1, stride=stride, norm_layer=norm_layer, act_layer=None, pad_mode=pad_mode
-            )
+        self.shortcut = _projection(in_channels, out_channels, stride, norm_layer, pad_mode)
         self.conv1 = ConvNormAct(in_channels, width, 1, norm_layer=norm_layer, act_layer=act_layer)
         self.conv2 = ConvNormAct(
             width, width, 3, stride=stride, norm_layer=norm_layer, act_layer=act_layer, pad_mode=pad_mode
@@ -76,11 +83,7 @@ class ResidualBlock(nn.Module):
         pad_mode: PadMode = "symmetric",
     ) -> None:
         super().__init__()
-        self.shortcut = None
-        if in_channels != width or stride != 1:
-            self.shortcut = ConvNormAct(
-                in_channels, width, 1, stride=stride, norm_layer=norm_layer, act_layer=None, pad_mode=pad_mode
-            )
+        self.shortcut = _projection(in_channels, width, stride, norm_layer, pad_mode)
         self.conv1 = ConvNormAct(
             in_channels, width, 3, stride=stride, norm_layer=norm_layer, act_layer=act_layer, pad_mode=pad_mode
         )

@@ -23,7 +23,7 @@ from torchspine.layers.blocks import BottleneckBlock, MBConvBlock, ResidualBlock
 from torchspine.layers.conv import ConvNormAct, NormLayer
 from torchspine.layers.padding import MaxPool2dSame, PadMode
 from torchspine.layers.resample import PoolMode, Resample, ResampleSepConv
-from torchspine.specs import SPINENET_STEM_FILTERS, GraphPlan, NodePlan, SpineNetCfg, plan_graph
+from torchspine.specs import SPINENET_STEM_FILTERS, GraphPlan, NodePlan, ParentPlan, SpineNetCfg, plan_graph
 
 Semantics = Literal["tpu", "model_garden"]
 
@@ -215,7 +215,7 @@ class SpineNet(nn.Module):
                 blocks.append(ResidualBlock(in_ch, node.width, stride=stride, **common))
         return nn.Sequential(*blocks)
 
-    def _resample(self, parent) -> nn.Module:
+    def _resample(self, parent: ParentPlan) -> nn.Module:
         if self.cfg.family == "mobile":
             return ResampleSepConv(
                 parent.in_channels,
