@@ -49,3 +49,15 @@ def run_model_garden(config: dict, tmp_path: Path) -> dict[str, np.ndarray]:
     if proc.returncode != 0:
         raise AssertionError(f"Model Garden reference run failed:\n{proc.stderr[-4000:]}")
     return dict(np.load(out_path))
+
+
+def write_tf1_checkpoint(arrays: dict[str, np.ndarray], prefix: Path) -> Path:
+    """Write `arrays` as a TF1 name-based checkpoint at `prefix` (with the TensorFlow environment)."""
+    python = require_tf_python()
+    npz = prefix.parent / f"{prefix.name}.arrays.npz"
+    np.savez(npz, **arrays)
+    script = Path(__file__).parent / "tf_reference" / "write_tf1_checkpoint.py"
+    proc = subprocess.run([python, str(script), str(npz), str(prefix)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise AssertionError(f"writing the TF1 checkpoint failed:\n{proc.stderr[-4000:]}")
+    return prefix

@@ -168,7 +168,9 @@ def create_model(name: str, *, weights: str | Path | None = None, **overrides: A
 
     Args:
         name: a name from `list_models` (``include_test=True`` lists the tiny test variants too).
-        weights: optional local ``.safetensors`` file to load (strictly) into the model.
+        weights: optional local weights file (``.safetensors``, or ``.pt``/``.pth`` read with ``weights_only``),
+            loaded strictly. A file from ``torchspine convert`` also sets the architecture and numerics it was
+            converted with; for a detector or classifier file, its backbone is loaded.
         **overrides: `SpineNetCfg` fields (``endpoints_num_filters``, ``min_level``, ``max_level``, ``blocks``,
             ...) and `SpineNet` arguments (``semantics``, ``act``, ``norm_eps``, ``norm_momentum``,
             ``drop_path_rate``, ``in_chans``, ``se_gate``). Anything else is an error.
@@ -180,11 +182,22 @@ def create_model(name: str, *, weights: str | Path | None = None, **overrides: A
     if fn is None:
         variant_info(name)  # raises with suggestions
         raise AssertionError("unreachable")
+    prefix = ""
+    if weights is not None:
+        from torchspine.weights import backbone_kwargs, read_metadata  # lazy: only needed with a file
+
+        meta = read_metadata(weights)
+        if meta is not None:
+            if meta.get("variant") not in (name, "custom"):
+                raise ValueError(f"{weights} holds {meta.get('variant')} weights, not {name}")
+            # The file's architecture and numerics, then the caller's explicit overrides (e.g. drop_path_rate).
+            overrides = {**backbone_kwargs(meta), **overrides}
+            prefix = "" if meta.get("task") == "backbone" else "backbone."
     model = fn(**overrides)
     if weights is not None:
-        from torchspine.weights import load_weights  # lazy: only needed with a file
+        from torchspine.weights import load_weights
 
-        load_weights(model, weights)
+        load_weights(model, weights, prefix=prefix)
     return model
 
 

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from torchspine import __version__
-from torchspine.cli import list_models, profile
+from torchspine.cli import convert, list_models, profile
 
-COMMANDS = (list_models, profile)
+COMMANDS = (list_models, profile, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, TypeError) as err:
+    except (ValueError, FileNotFoundError, TypeError, KeyError) as err:
         print(f"torchspine {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -14,6 +14,7 @@ by exactly one batch norm with the same suffix (``batch_normalization_k``). The 
 
 from __future__ import annotations
 
+from torchspine.convert.transforms import BN_SUFFIXES
 from torchspine.models.spinenet import SpineNet
 
 
@@ -69,3 +70,23 @@ def tpu_backbone_units(model: SpineNet, root: str = "spinenet") -> list[tuple[st
             for conv in convs:
                 units.append((f"blocks.{i}.group.{r}.{conv}", *scope.next()))
     return units
+
+
+def tpu_retinanet_head_names(num_convs: int, levels: range) -> dict[str, str]:
+    """torch key (relative to the head) -> tensorflow/tpu variable name, for ``heads.RetinanetHead``.
+
+    ``retinanet/{class,box}_net/{class,box}-{i}`` are the shared tower convs, ``...-{i}-{level}`` their per-level
+    batch norms and ``...-predict`` the predictors (tensorflow/tpu ``heads.py``).
+    """
+    names: dict[str, str] = {}
+    for tower, net, short in (("cls", "class_net", "class"), ("box", "box_net", "box")):
+        scope = f"retinanet/{net}/{short}"
+        for i in range(num_convs):
+            names[f"{tower}.convs.{i}.weight"] = f"{scope}-{i}/kernel"
+            names[f"{tower}.convs.{i}.bias"] = f"{scope}-{i}/bias"
+            for li, level in enumerate(levels):
+                for tf_suffix, torch_suffix in BN_SUFFIXES.items():
+                    names[f"{tower}.norms.{li}.{i}.{torch_suffix}"] = f"{scope}-{i}-{level}/{tf_suffix}"
+        names[f"{tower}.predict.weight"] = f"{scope}-predict/kernel"
+        names[f"{tower}.predict.bias"] = f"{scope}-predict/bias"
+    return names

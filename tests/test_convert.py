@@ -1,0 +1,177 @@
+"""``torchspine convert``: official checkpoints to safetensors, parity of the converted models, and clear failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import torchspine
+from conftest import OFFICIAL
+from tf_parity import write_tf1_checkpoint
+from torchspine.cli.main import main
+from torchspine.convert.converter import ConversionError, convert_checkpoint, save_converted
+from torchspine.convert.tf_checkpoint import CheckpointError
+from torchspine.convert.tpu_names import tpu_backbone_units
+from torchspine.weights import load_pretrained, read_metadata
+
+TOLERANCE = 1e-4
+TPU = OFFICIAL / "tpu_spinenet49_retinanet_tiny"
+
+
+def to_source_order(t: torch.Tensor, per_anchor: int, source: tuple[float, ...]) -> np.ndarray:
+    """NCHW predictor output in torchspine's anchor order -> NHWC in the `source` aspect-ratio order."""
+    canonical = (0.5, 1.0, 2.0)
+    x = t.permute(0, 2, 3, 1).numpy()
+    n, h, w, c = x.shape
+    x = x.reshape(n, h, w, c // (3 * per_anchor), 3, per_anchor)[:, :, :, :, [canonical.index(r) for r in source]]
+    return x.reshape(n, h, w, c)
+
+
+def retinanet_outputs(model: torch.nn.Module, x: torch.Tensor, source: tuple[float, ...]) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        feats = model["backbone"](x)
+        classes, boxes = model["head"].forward_levels(list(feats.values()))
+    out = {k: v.permute(0, 2, 3, 1).numpy() for k, v in feats.items()}
+    num_classes = model["head"].num_classes
+    for key, c, b in zip(feats, classes, boxes, strict=True):
+        out[f"class_{key}"] = to_source_order(c, num_classes, source)
+        out[f"box_{key}"] = to_source_order(b, 4, source)
+    return out
+
+
+def assert_parity(ours: dict[str, np.ndarray], official: dict[str, np.ndarray]) -> dict[str, float]:
+    errors = {k: float(np.abs(ours[k] - official[k]).max() / np.abs(official[k]).max()) for k in official}
+    assert max(errors.values()) <= TOLERANCE, errors
+    return errors
+
+
+def test_tpu_retinanet_fixture_converts_and_matches(tmp_path):
+    out = tmp_path / "tpu.safetensors"
+    report_path = tmp_path / "report.json"
+    assert main(["convert", "--tf-checkpoint", str(TPU), "--act", "swish", "--out", str(out),
+                 "--report", str(report_path)]) == 0
+    meta = read_metadata(out)
+    assert meta["task"] == "retinanet" and meta["backbone_args"]["semantics"] == "tpu"
+    assert meta["backbone_args"]["norm_eps"] == 1e-4 and meta["cfg"]["filter_size_scale"] == 0.14
+    assert meta["head"]["num_classes"] == 5 and meta["head"]["num_convs"] == 2
+    report = json.loads(report_path.read_text())
+    assert len(report["mapped"]) == 742 and report["missing"] == []
+    assert report["skipped"] == [{"tf_name": "global_step", "reason": "training step counter"}]
+    model = load_pretrained(out)
+    x = torch.from_numpy(np.load(TPU / "input.npy")).permute(0, 3, 1, 2)
+    assert_parity(retinanet_outputs(model, x, (1.0, 2.0, 0.5)), dict(np.load(TPU / "outputs.npz")))
+
+
+def test_converted_backbone_loads_with_create_model(tmp_path):
+    out = tmp_path / "tpu.safetensors"
+    state, meta, _ = convert_checkpoint(TPU, act="swish", task="backbone")
+    save_converted(state, meta, out)
+    backbone = torchspine.create_model("spinenet49", weights=out).eval()  # architecture comes from the file
+    assert backbone.cfg.filter_size_scale == 0.14 and backbone.norm_eps == 1e-4
+    x = torch.from_numpy(np.load(TPU / "input.npy")).permute(0, 3, 1, 2)
+    official = dict(np.load(TPU / "outputs.npz"))
+    with torch.no_grad():
+        ours = {k: v.permute(0, 2, 3, 1).numpy() for k, v in backbone(x).items()}
+    assert_parity(ours, {k: official[k] for k in ours})
+
+
+def test_missing_activation_is_asked_for(tmp_path):
+    with pytest.raises(ConversionError, match="does not record its activation; pass --act"):
+        convert_checkpoint(TPU)
+
+
+def test_wrong_model_is_an_error_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "x.safetensors"
+    assert main(["convert", "--tf-checkpoint", str(TPU), "--act", "swish", "--model", "spinenet96",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "does not match --model spinenet96" in err and "block_repeats=1" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate-data", "flip-data", "truncate-index", "missing-data"])
+def test_damaged_checkpoints_fail_cleanly(tmp_path, damage, capsys):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(TPU, ckpt)
+    data = ckpt / "model.ckpt.data-00000-of-00001"
+    index = ckpt / "model.ckpt.index"
+    if damage == "truncate-data":
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    elif damage == "flip-data":
+        raw = bytearray(data.read_bytes())
+        raw[len(raw) // 3] ^= 0x40
+        data.write_bytes(bytes(raw))
+    elif damage == "truncate-index":
+        index.write_bytes(index.read_bytes()[:-100])
+    else:
+        data.unlink()
+    out = tmp_path / "x.safetensors"
+    with pytest.raises(CheckpointError, match="model.ckpt"):
+        convert_checkpoint(ckpt, act="swish")
+    assert main(["convert", "--tf-checkpoint", str(ckpt), "--act", "swish", "--out", str(out)]) == 2
+    assert "model.ckpt" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_other_architecture_is_rejected(tmp_path):
+    with pytest.raises(ConversionError, match="not a SpineNet checkpoint"):
+        convert_checkpoint(OFFICIAL.parent / "tf_checkpoint" / "small")
+    with pytest.raises(FileNotFoundError):
+        convert_checkpoint(tmp_path)
+
+
+def _tpu_arrays(model: torchspine.SpineNet, seed: int = 0) -> dict[str, np.ndarray]:
+    """A torchspine backbone's weights under tensorflow/tpu names (random BN statistics)."""
+    rng = np.random.default_rng(seed)
+    state = model.state_dict()
+    arrays = {}
+    for prefix, conv, bn in tpu_backbone_units(model):
+        arrays[f"{conv}/kernel"] = state[f"{prefix}.conv.weight"].permute(2, 3, 1, 0).numpy()
+        for tf_name, torch_name in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+                                    ("moving_variance", "running_var")):
+            value = state[f"{prefix}.bn.{torch_name}"].numpy()
+            if tf_name.startswith("moving"):  # make the statistics non-trivial
+                value = value + rng.uniform(0.0, 0.2, value.shape)
+            arrays[f"{bn}/{tf_name}"] = value.astype(np.float32)
+    return arrays
+
+
+@pytest.mark.tf
+def test_tpu_classification_checkpoint(tmp_path):
+    classifier = torchspine.create_classifier("test_spinenet", num_classes=11, act="relu").eval()
+    arrays = _tpu_arrays(classifier.backbone)
+    arrays["classification_head/dense/kernel"] = classifier.fc.weight.detach().numpy().T.copy()
+    arrays["classification_head/dense/bias"] = np.linspace(-1, 1, 11, dtype=np.float32)
+    arrays["global_step"] = np.array(100, dtype=np.int64)
+    arrays["classification_head/dense/kernel/Momentum"] = arrays["classification_head/dense/kernel"] * 0
+    prefix = write_tf1_checkpoint(arrays, tmp_path / "model.ckpt-100")
+    state, meta, report = convert_checkpoint(tmp_path, act="relu")
+    assert meta["task"] == "classification" and meta["classifier"]["num_classes"] == 11
+    assert meta["backbone_args"]["norm_eps"] == 1e-5  # the classification recipe's BN
+    assert {s["reason"] for s in report.skipped} == {"training step counter", "optimizer slot"}
+    out = save_converted(state, meta, tmp_path / "cls.safetensors")
+    converted = load_pretrained(out)
+    torch.testing.assert_close(converted.fc.bias, torch.from_numpy(arrays["classification_head/dense/bias"]))
+    expected = classifier.backbone.state_dict()
+    for name, value in converted.backbone.state_dict().items():
+        if "running" not in name and "num_batches" not in name:
+            torch.testing.assert_close(value, expected[name], msg=name)
+    assert prefix.name == "model.ckpt-100"
+
+
+@pytest.mark.tf
+def test_tpu_mask_rcnn_checkpoint_backbone_only(tmp_path):
+    backbone = torchspine.create_model("test_spinenet", act="relu")
+    arrays = _tpu_arrays(backbone)
+    arrays["rpn_head/rpn/kernel"] = np.zeros((3, 3, 32, 32), np.float32)
+    arrays["mask_head/mask_fcn_logits/kernel"] = np.zeros((1, 1, 32, 91), np.float32)
+    write_tf1_checkpoint(arrays, tmp_path / "model.ckpt")
+    with pytest.raises(ConversionError, match="Mask R-CNN heads need torchspine's Mask R-CNN model"):
+        convert_checkpoint(tmp_path, act="relu")
+    state, meta, report = convert_checkpoint(tmp_path, act="relu", task="backbone")
+    assert meta["task"] == "backbone" and meta["backbone_args"]["norm_eps"] == 1e-3  # Mask R-CNN configs' BN
+    assert {s["tf_name"] for s in report.skipped} == {"rpn_head/rpn/kernel", "mask_head/mask_fcn_logits/kernel"}
