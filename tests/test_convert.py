@@ -52,8 +52,12 @@ def assert_parity(ours: dict[str, np.ndarray], official: dict[str, np.ndarray]) 
 def test_tpu_retinanet_fixture_converts_and_matches(tmp_path):
     out = tmp_path / "tpu.safetensors"
     report_path = tmp_path / "report.json"
-    assert main(["convert", "--tf-checkpoint", str(TPU), "--act", "swish", "--out", str(out),
-                 "--report", str(report_path)]) == 0
+    assert (
+        main(
+            ["convert", "--tf-checkpoint", str(TPU), "--act", "swish", "--out", str(out), "--report", str(report_path)]
+        )
+        == 0
+    )
     meta = read_metadata(out)
     assert meta["task"] == "retinanet" and meta["backbone_args"]["semantics"] == "tpu"
     assert meta["backbone_args"]["norm_eps"] == 1e-4 and meta["cfg"]["filter_size_scale"] == 0.14
@@ -86,8 +90,10 @@ def test_missing_activation_is_asked_for(tmp_path):
 
 def test_wrong_model_is_an_error_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "x.safetensors"
-    assert main(["convert", "--tf-checkpoint", str(TPU), "--act", "swish", "--model", "spinenet96",
-                 "--out", str(out)]) == 2
+    assert (
+        main(["convert", "--tf-checkpoint", str(TPU), "--act", "swish", "--model", "spinenet96", "--out", str(out)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "does not match --model spinenet96" in err and "block_repeats=1" in err
     assert not out.exists()
@@ -110,7 +116,7 @@ def test_damaged_checkpoints_fail_cleanly(tmp_path, damage, capsys):
     else:
         data.unlink()
     out = tmp_path / "x.safetensors"
-    with pytest.raises(CheckpointError, match="model.ckpt"):
+    with pytest.raises(CheckpointError, match=r"model\.ckpt"):
         convert_checkpoint(ckpt, act="swish")
     assert main(["convert", "--tf-checkpoint", str(ckpt), "--act", "swish", "--out", str(out)]) == 2
     assert "model.ckpt" in capsys.readouterr().err
@@ -131,8 +137,12 @@ def _tpu_arrays(model: torchspine.SpineNet, seed: int = 0) -> dict[str, np.ndarr
     arrays = {}
     for prefix, conv, bn in tpu_backbone_units(model):
         arrays[f"{conv}/kernel"] = state[f"{prefix}.conv.weight"].permute(2, 3, 1, 0).numpy()
-        for tf_name, torch_name in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
-                                    ("moving_variance", "running_var")):
+        for tf_name, torch_name in (
+            ("gamma", "weight"),
+            ("beta", "bias"),
+            ("moving_mean", "running_mean"),
+            ("moving_variance", "running_var"),
+        ):
             value = state[f"{prefix}.bn.{torch_name}"].numpy()
             if tf_name.startswith("moving"):  # make the statistics non-trivial
                 value = value + rng.uniform(0.0, 0.2, value.shape)
@@ -172,6 +182,132 @@ def test_tpu_mask_rcnn_checkpoint_backbone_only(tmp_path):
     write_tf1_checkpoint(arrays, tmp_path / "model.ckpt")
     with pytest.raises(ConversionError, match="Mask R-CNN heads need torchspine's Mask R-CNN model"):
         convert_checkpoint(tmp_path, act="relu")
-    state, meta, report = convert_checkpoint(tmp_path, act="relu", task="backbone")
+    _, meta, report = convert_checkpoint(tmp_path, act="relu", task="backbone")
     assert meta["task"] == "backbone" and meta["backbone_args"]["norm_eps"] == 1e-3  # Mask R-CNN configs' BN
     assert {s["tf_name"] for s in report.skipped} == {"rpn_head/rpn/kernel", "mask_head/mask_fcn_logits/kernel"}
+
+
+# --- Model Garden (TF2 object-based) checkpoints -------------------------------------------------------------
+
+
+@pytest.mark.tf
+def test_model_garden_retinanet_fixture(tmp_path):
+    root = OFFICIAL / "mg_spinenet49_retinanet_tiny"
+    state, meta, report = convert_checkpoint(root)  # activation and numerics inferred for Model Garden
+    assert meta["task"] == "retinanet" and meta["backbone_args"]["semantics"] == "model_garden"
+    assert meta["backbone_args"]["act"] == "swish" and meta["backbone_args"]["norm_eps"] == 1e-3
+    assert meta["cfg"]["filter_size_scale"] == 0.14 and meta["head"]["num_classes"] == 5
+    assert [s["reason"] for s in report.skipped] == ["object graph (metadata)"]
+    model = load_pretrained(save_converted(state, meta, tmp_path / "mg.safetensors"))
+    x = torch.from_numpy(np.load(root / "input.npy")).permute(0, 3, 1, 2)
+    assert_parity(retinanet_outputs(model, x, (0.5, 1.0, 2.0)), dict(np.load(root / "outputs.npz")))
+
+
+@pytest.mark.tf
+def test_model_garden_mobile_fixture(tmp_path):
+    root = OFFICIAL / "mg_spinenet49_mobile_tiny"
+    state, meta, _ = convert_checkpoint(root, act="swish")
+    assert meta["task"] == "backbone" and meta["cfg"]["family"] == "mobile" and meta["cfg"]["filter_size_scale"] == 0.3
+    backbone = load_pretrained(save_converted(state, meta, tmp_path / "m.safetensors"))
+    x = torch.from_numpy(np.load(root / "input.npy")).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        ours = {k: v.permute(0, 2, 3, 1).numpy() for k, v in backbone(x).items()}
+    assert_parity(ours, dict(np.load(root / "outputs.npz")))
+
+
+GENERATED = {
+    # name: (family, input size, backbone kwargs, head kwargs or None, expected variant)
+    "spinenet49-retinanet": (
+        "spinenet",
+        [256, 256],
+        {
+            "endpoints_num_filters": 256,
+            "filter_size_scale": 1.0,
+            "resample_alpha": 0.5,
+            "block_repeats": 1,
+            "activation": "swish",
+        },
+        {"num_classes": 91, "num_convs": 4, "num_filters": 256},
+        "spinenet49",
+    ),
+    "spinenet96": (
+        "spinenet",
+        [256, 384],
+        {
+            "endpoints_num_filters": 256,
+            "filter_size_scale": 1.0,
+            "resample_alpha": 0.5,
+            "block_repeats": 2,
+            "activation": "swish",
+        },
+        None,
+        "spinenet96",
+    ),
+    "spinenet49_mobile-retinanet": (
+        "mobile",
+        [256, 256],
+        {
+            "endpoints_num_filters": 48,
+            "filter_size_scale": 1.0,
+            "se_ratio": 0.2,
+            "expand_ratio": 6,
+            "block_repeats": 1,
+            "activation": "hard_swish",
+        },
+        {"num_classes": 91, "num_convs": 4, "num_filters": 48, "use_separable_conv": True},
+        "spinenet49_mobile",
+    ),
+}
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(GENERATED))
+def test_model_garden_generated_checkpoints(name, tmp_path):
+    from tf_parity import run_model_garden
+
+    family, size, kwargs, head, variant = GENERATED[name]
+    config = {
+        "family": family,
+        "input_size": size,
+        "kwargs": {"min_level": 3, "max_level": 7, **kwargs},
+        "seed": 11,
+        "head": head,
+        "write_checkpoint": str(tmp_path / "ckpt" / "ckpt-1"),
+    }
+    dump = run_model_garden(config, tmp_path)
+    official = {k[len("out/") :]: v for k, v in dump.items() if k.startswith("out/")}
+    out = tmp_path / "converted.safetensors"
+    assert main(["convert", "--tf-checkpoint", str(tmp_path / "ckpt"), "--out", str(out)]) == 0
+    meta = read_metadata(out)
+    assert meta["variant"] == variant and meta["backbone_args"]["act"] == kwargs["activation"]
+    model = load_pretrained(out)
+    x = torch.from_numpy(dump["input"]).permute(0, 3, 1, 2)
+    if head is None:
+        with torch.no_grad():
+            ours = {k: v.permute(0, 2, 3, 1).numpy() for k, v in model(x).items()}
+    else:
+        ours = retinanet_outputs(model, x, (0.5, 1.0, 2.0))
+    assert_parity(ours, official)
+
+
+def test_tpu_names_reproduce_the_official_graph():
+    """The name rules give exactly the conv kernels (names and shapes) of the official SpineNet-49 graph."""
+    official = {}
+    for line in (OFFICIAL.parent / "tpu_names" / "spinenet49_conv_kernels.txt").read_text().splitlines():
+        scope, convs = line.split(": ", 1)
+        scope = "spinenet" if scope == "spinenet/" else f"spinenet/{scope}"
+        for conv in convs.split(", "):
+            name, shape = conv.rstrip("]").split("[")
+            k, io = shape.split(" ")
+            kh, kw = k.split("x")
+            c_in, c_out = io.split("->")
+            official[f"{scope}/{name}"] = (int(kh), int(kw), int(c_in), int(c_out))
+    with torch.device("meta"):
+        model = torchspine.create_model("spinenet49")
+    state = model.state_dict()
+    ours = {
+        conv: tuple(state[f"{prefix}.conv.weight"].permute(2, 3, 1, 0).shape)
+        for prefix, conv, _ in tpu_backbone_units(model)
+    }
+    assert ours == official

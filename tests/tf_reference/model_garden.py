@@ -29,6 +29,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np
 import tensorflow as tf
 from official.vision.modeling.backbones import spinenet, spinenet_mobile
+from official.vision.modeling.heads import dense_prediction_heads
 
 BLOCK_CLASSES = ("BottleneckBlock", "ResidualBlock", "InvertedBottleneckBlock")
 PLAIN_CLASSES = ("Conv2D", "BatchNormalization", "DepthwiseConv2D")
@@ -66,17 +67,41 @@ def main(config_path: str, out_path: str) -> None:
         model = spinenet_mobile.SpineNetMobile(input_specs=specs, **cfg["kwargs"])
     else:
         model = spinenet.SpineNet(input_specs=specs, **cfg["kwargs"])
+    head = None
+    if cfg.get("head"):  # RetinaNetHead kwargs: num_classes, num_convs, num_filters, use_separable_conv, ...
+        kw = cfg["kwargs"]
+        head = dense_prediction_heads.RetinaNetHead(
+            min_level=kw["min_level"],
+            max_level=kw["max_level"],
+            num_anchors_per_location=9,
+            activation=kw.get("activation", "relu"),
+            **cfg["head"],
+        )
+    objects = {"backbone": model} if head is None else {"backbone": model, "head": head}
     if cfg.get("checkpoint"):
-        tf.train.Checkpoint(backbone=model).read(cfg["checkpoint"]).expect_partial()
+        tf.train.Checkpoint(**objects).read(cfg["checkpoint"]).expect_partial()
         x = np.load(cfg["input"])
     else:
         rng = np.random.default_rng(cfg["seed"])
-        _randomize(model, rng)
         x = rng.normal(0.0, 1.0, (1, height, width, 3)).astype(np.float32)
     outputs = model(x, training=False)
+    if head is not None:
+        scores, boxes = head(outputs, training=False)[:2]  # builds the head's variables
+    if not cfg.get("checkpoint"):
+        for obj in objects.values():
+            _randomize(obj, rng)
+        outputs = model(x, training=False)
+        if head is not None:
+            scores, boxes = head(outputs, training=False)[:2]
     arrays = {"input": x}
     for level, value in outputs.items():
         arrays[f"out/p{level}"] = value.numpy()
+    if head is not None:
+        for level in outputs:
+            arrays[f"out/class_p{level}"] = scores[level].numpy()
+            arrays[f"out/box_p{level}"] = boxes[level].numpy()
+    if cfg.get("write_checkpoint"):  # as Model Garden trainers store the model: backbone/..., head/...
+        tf.train.Checkpoint(**objects).write(cfg["write_checkpoint"])
     by_class: dict[str, list] = {c: [] for c in PLAIN_CLASSES + BLOCK_CLASSES}
     for layer in model.layers:
         if type(layer).__name__ in by_class and layer.weights:

@@ -40,3 +40,14 @@ def conv_bn_state(
                 raise KeyError(f"TF variable {name!r} (for {prefix}.bn.{torch_suffix}) is not in the checkpoint")
             state[f"{prefix}.bn.{torch_suffix}"] = torch.from_numpy(np.array(tf_vars[name]))
     return state
+
+
+def transformed_shape(shape: tuple[int, ...], transform: str) -> tuple[int, ...]:
+    """Shape of a TF array after the named layout transform (``conv``, ``depthwise``, ``dense`` or ``copy``)."""
+    if transform == "conv":
+        return (shape[3], shape[2], shape[0], shape[1])
+    if transform == "depthwise":
+        return (shape[2], shape[3], shape[0], shape[1])
+    if transform == "dense":
+        return (shape[1], shape[0])
+    return tuple(shape)
