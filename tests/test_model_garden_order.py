@@ -18,6 +18,7 @@ import torch
 
 import torchspine
 from conftest import FIXTURES
+from mg_mapping import creation_order_roles
 from tf_parity import require_tf_python
 from torchspine.convert.model_garden_order import (
     KerasLayer,
@@ -188,55 +189,6 @@ def _torch_twin(family: str, kwargs: dict) -> torchspine.SpineNet:
         cfg = SpineNetCfg(resample_alpha=kwargs["resample_alpha"], **fields)
     with torch.device("meta"):
         return torchspine.SpineNet(cfg, semantics="model_garden", act=kwargs.get("activation", "relu"))
-
-
-def creation_order_roles(model: torchspine.SpineNet) -> dict[str, list[KerasLayerRole]]:
-    """Per Keras class, the torchspine role of each creation index.
-
-    Copied from ``mg_mapping.mg_state_dict`` (which keeps these lists local): Model Garden creates the stem, then
-    per block the resampling path of parent 0 (1x1, [3x3/2 | depthwise 3x3/2 ...], 1x1, each with its BN), that of
-    parent 1 and the block group, then the endpoints.
-    """
-    mobile = model.cfg.family == "mobile"
-    roles: dict[str, list[KerasLayerRole]] = {
-        "Conv2D": [KerasLayerRole("conv", "stem")],
-        "DepthwiseConv2D": [],
-        "BatchNormalization": [KerasLayerRole("bn", "stem")],
-        "BottleneckBlock": [],
-        "ResidualBlock": [],
-        "InvertedBottleneckBlock": [],
-    }
-    block_class = {"BottleneckBlock": "bottleneck", "ResidualBlock": "residual", "MBConvBlock": "mbconv"}
-    keras_class = {"bottleneck": "BottleneckBlock", "residual": "ResidualBlock", "mbconv": "InvertedBottleneckBlock"}
-
-    def add_block(prefix: str, block: torch.nn.Module) -> None:
-        kind = block_class[type(block).__name__]
-        roles[keras_class[kind]].append(KerasLayerRole(kind, prefix))  # type: ignore[arg-type]
-
-    def add_conv(prefix: str, kind: str = "conv") -> None:
-        roles["DepthwiseConv2D" if kind == "depthwise" else "Conv2D"].append(KerasLayerRole(kind, prefix))  # type: ignore[arg-type]
-        roles["BatchNormalization"].append(KerasLayerRole("bn", prefix))
-
-    for g, group in enumerate(model.stem_blocks):
-        for r, block in enumerate(group):
-            add_block(f"stem_blocks.{g}.{r}", block)
-    for key, block in model.blocks.items():
-        for p in (0, 1):
-            base = f"blocks.{key}.resample{p}"
-            resample = getattr(block, f"resample{p}")
-            if mobile:
-                for d in range(len(resample.downsample)):
-                    add_conv(f"{base}.downsample.{d}", "depthwise")
-            else:
-                add_conv(f"{base}.reduce")
-                if resample.level_diff > 0:
-                    add_conv(f"{base}.downsample.0")
-            add_conv(f"{base}.project")
-        for r, sub in enumerate(block.group):
-            add_block(f"blocks.{key}.group.{r}", sub)
-    for key in model.endpoints:
-        add_conv(f"endpoints.{key}")
-    return roles
 
 
 def _official_order(family: str, size: list[int], kwargs: dict, tmp_path: Path) -> dict:
