@@ -16,9 +16,12 @@ from collections.abc import Sequence
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
 
 from torchspine.layers.activations import get_act_layer
+from torchspine.models.detection.anchors import TFBoxCoder
 
 
 class SeparableConv2d(nn.Module):
@@ -89,6 +92,10 @@ class RetinaNetHead(nn.Module):
         norm_momentum: BatchNorm momentum (PyTorch convention).
         separable: separable convolutions (SpineNet-Mobile).
         prior_probability: initial foreground probability of the class predictor (bias ``-log((1 - p) / p)``).
+        focal_alpha: focal-loss alpha (0.25 in the official configs).
+        focal_gamma: focal-loss gamma (1.5 in the official configs, not the focal-loss paper's 2).
+        huber_delta: Huber delta of the box loss (0.1).
+        box_loss_weight: weight of the box loss against the class loss (50).
     """
 
     def __init__(
@@ -105,6 +112,10 @@ class RetinaNetHead(nn.Module):
         norm_momentum: float = 1 - 0.997,
         separable: bool = False,
         prior_probability: float = 0.01,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 1.5,
+        huber_delta: float = 0.1,
+        box_loss_weight: float = 50.0,
     ) -> None:
         super().__init__()
         self.num_anchors = num_anchors
@@ -122,6 +133,9 @@ class RetinaNetHead(nn.Module):
         self.cls = _Tower(in_channels, num_anchors * num_classes, **tower)
         self.box = _Tower(in_channels, num_anchors * 4, **tower)
         self.prior_probability = prior_probability
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.huber_delta, self.box_loss_weight = huber_delta, box_loss_weight
+        self.box_coder = TFBoxCoder()
         self.reset_parameters()
 
     @torch.no_grad()
@@ -155,6 +169,47 @@ class RetinaNetHead(nn.Module):
         return {
             "cls_logits": torch.cat([_flatten(c, self.num_classes) for c in classes], dim=1),
             "bbox_regression": torch.cat([_flatten(b, 4) for b in boxes], dim=1),
+        }
+
+    def compute_loss(
+        self,
+        targets: list[dict[str, Tensor]],
+        head_outputs: dict[str, Tensor],
+        anchors: list[Tensor],
+        matched_idxs: list[Tensor],
+    ) -> dict[str, Tensor]:
+        """The official RetinaNet losses (Model Garden ``tasks/retinanet.py``, tensorflow/tpu ``losses.py``).
+
+        Sigmoid focal loss summed over all anchors and classes, and the Huber loss of the ``(ty, tx, th, tw)``
+        targets of positive anchors averaged over the 4 coordinates; both divided by the number of positive
+        anchors in the *batch* plus one. ``box_loss`` is returned already multiplied by `box_loss_weight`, so the
+        total loss is the sum of the dict, as torchvision's training loops expect. Anchors the matcher leaves
+        between thresholds (index -2) are ignored by both losses.
+        """
+        cls_logits, box_regression = head_outputs["cls_logits"], head_outputs["bbox_regression"]
+        cls_loss = cls_logits.new_zeros(())
+        box_loss = cls_logits.new_zeros(())
+        num_positives = cls_logits.new_zeros(())
+        for i, (target, anchors_i, matched) in enumerate(zip(targets, anchors, matched_idxs, strict=True)):
+            positive = matched >= 0
+            valid = matched != -2  # torchvision's Matcher.BETWEEN_THRESHOLDS
+            num_positives = num_positives + positive.sum()
+            gt_classes = torch.zeros_like(cls_logits[i])
+            if positive.any():
+                labels = target["labels"][matched[positive]]
+                gt_classes[positive, labels] = 1.0
+                encoded = self.box_coder.encode_single(target["boxes"][matched[positive]], anchors_i[positive])
+                box_loss = (
+                    box_loss
+                    + F.huber_loss(box_regression[i][positive], encoded, delta=self.huber_delta, reduction="sum") / 4.0
+                )
+            cls_loss = cls_loss + sigmoid_focal_loss(
+                cls_logits[i][valid], gt_classes[valid], alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
+            )
+        normalizer = num_positives + 1.0
+        return {
+            "classification": cls_loss / normalizer,
+            "bbox_regression": self.box_loss_weight * box_loss / normalizer,
         }
 
 

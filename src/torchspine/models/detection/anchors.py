@@ -1,0 +1,105 @@
+"""Anchors and box coding as in the official SpineNet RetinaNet (not torchvision's conventions).
+
+Model Garden ``official/vision/ops/anchor.py`` and tensorflow/tpu ``dataloader/anchor.py`` (Apache-2.0): at level L
+(stride ``2**L``) and every location, anchors are centred at ``stride / 2 + k * stride``, have the base size
+``anchor_size * stride * 2**(s / num_scales)`` for each intermediate scale s, and for aspect ratio r width
+``base * sqrt(r)`` and height ``base / sqrt(r)``; sizes are not rounded. Within a location the order is scale-major,
+then aspect ratio, matching the predictor channels ``anchor * K + k``. torchvision's ``AnchorGenerator`` differs in
+every one of these points (centres at ``k * stride``, rounded sizes, ratio = height / width, ratio-major order).
+
+Boxes are encoded as ``(ty, tx, th, tw)`` (Faster R-CNN style, unit weights) in that order, clipped at
+``log(1000 / 16)`` on decoding, as the official box coders; torchvision's order is ``(dx, dy, dw, dh)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.image_list import ImageList
+
+# torchspine's canonical aspect-ratio order (Model Garden's); converted tensorflow/tpu heads are permuted to it.
+ASPECT_RATIOS = (0.5, 1.0, 2.0)
+
+
+class TFAnchorGenerator(AnchorGenerator):
+    """Official SpineNet anchors for levels ``min_level..max_level``, in torchvision's generator protocol.
+
+    Subclasses torchvision's ``AnchorGenerator`` only because ``RetinaNet`` type-checks its argument; none of the
+    parent's anchor logic is used.
+
+    Args:
+        min_level: lowest pyramid level.
+        max_level: highest pyramid level.
+        anchor_size: base anchor size in strides (3 for SpineNet-49S/49/96, 4 for 143/190).
+        num_scales: intermediate scales per octave.
+        aspect_ratios: width / height ratios, in the order of the head's anchor channels.
+    """
+
+    def __init__(
+        self,
+        min_level: int = 3,
+        max_level: int = 7,
+        anchor_size: float = 3.0,
+        num_scales: int = 3,
+        aspect_ratios: Sequence[float] = ASPECT_RATIOS,
+    ) -> None:
+        nn.Module.__init__(self)  # skip AnchorGenerator.__init__: its cell anchors follow torchvision's rules
+        self.levels = tuple(range(min_level, max_level + 1))
+        self.anchor_size = anchor_size
+        self.num_scales = num_scales
+        self.aspect_ratios = tuple(aspect_ratios)
+        # Per level: (A, 4) offsets [x1, y1, x2, y2] around a centre, scale-major then aspect ratio.
+        for level in self.levels:
+            stride = 2**level
+            offsets = []
+            for s in range(num_scales):
+                base = anchor_size * stride * 2 ** (s / num_scales)
+                for ratio in self.aspect_ratios:
+                    half_w, half_h = base * math.sqrt(ratio) / 2, base / math.sqrt(ratio) / 2
+                    offsets.append([-half_w, -half_h, half_w, half_h])
+            self.register_buffer(f"offsets_p{level}", torch.tensor(offsets, dtype=torch.float64), persistent=False)
+
+    def num_anchors_per_location(self) -> list[int]:
+        return [self.num_scales * len(self.aspect_ratios)] * len(self.levels)
+
+    def grid_anchors(self, sizes: Sequence[tuple[int, int]], device: torch.device, dtype: torch.dtype) -> Tensor:
+        """All anchors ``(sum_l H_l * W_l * A, 4)`` xyxy for feature maps of the given sizes (row-major, anchors
+        innermost)."""
+        per_level = []
+        for level, (h, w) in zip(self.levels, sizes, strict=True):
+            stride = 2**level
+            ys = (torch.arange(h, device=device, dtype=torch.float64) + 0.5) * stride
+            xs = (torch.arange(w, device=device, dtype=torch.float64) + 0.5) * stride
+            cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+            centres = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)
+            offsets = getattr(self, f"offsets_p{level}").to(device)
+            per_level.append((centres + offsets[None]).reshape(-1, 4))
+        return torch.cat(per_level).to(dtype)
+
+    def forward(self, image_list: ImageList, feature_maps: list[Tensor]) -> list[Tensor]:
+        if len(feature_maps) != len(self.levels):
+            raise ValueError(f"anchor generator has levels {self.levels}, got {len(feature_maps)} feature maps")
+        anchors = self.grid_anchors(
+            [tuple(f.shape[-2:]) for f in feature_maps], feature_maps[0].device, feature_maps[0].dtype
+        )
+        return [anchors for _ in range(image_list.tensors.shape[0])]
+
+
+class TFBoxCoder(BoxCoder):
+    """torchvision's ``BoxCoder`` (unit weights, ``log(1000/16)`` clip) with the official ``(ty, tx, th, tw)`` order."""
+
+    _SWAP = [1, 0, 3, 2]  # (ty, tx, th, tw) <-> (tx, ty, tw, th)
+
+    def __init__(self) -> None:
+        super().__init__(weights=(1.0, 1.0, 1.0, 1.0), bbox_xform_clip=math.log(1000.0 / 16))
+
+    def encode_single(self, reference_boxes: Tensor, proposals: Tensor) -> Tensor:
+        return super().encode_single(reference_boxes, proposals)[:, self._SWAP]
+
+    def decode_single(self, rel_codes: Tensor, boxes: Tensor) -> Tensor:
+        return super().decode_single(rel_codes[:, self._SWAP], boxes)
