@@ -48,3 +48,25 @@ def test_errors_are_reported_not_raised(capsys):
     assert "did you mean" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["profile", "--task", "nope"])
+
+
+# Official RetinaNet (91 classes) params and MACs that the detection issue requires (reference §1.9, §5).
+REQUIRED_RETINANET = {
+    "spinenet49s (endpoints_num_filters=256)": (11_944_598, 33.74e9),
+    "spinenet49": (28_543_383, 85.28e9),
+    "spinenet96": (42_974_871, 265.03e9),
+    "spinenet143": (66_959_511, 523.3e9),
+    "spinenet190": (163_637_351, 1881.7e9),
+}
+
+
+def test_profile_retinanet_matches_official(capsys):
+    assert main(["profile", "--task", "retinanet", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_model = {(r["model"], r["image_size"]): r for r in rows}
+    for name, (params, macs) in REQUIRED_RETINANET.items():
+        row = next(r for (model, _), r in by_model.items() if model == name)
+        assert row["params"] == params and abs(row["macs"] / macs - 1) < 0.01, row
+    assert abs(by_model[("spinenet49", 896)]["macs"] / 167.4e9 - 1) < 0.01  # paper: 167.4B at 896
+    r50 = by_model[("resnet50_fpn", 640)]
+    assert abs(r50["params"] / 34.0e6 - 1) < 0.01 and abs(r50["macs"] / 97.0e9 - 1) < 0.01  # zoo: 34.0M / 97.0B

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
 
 from torchspine.models.classifier import create_classifier
 from torchspine.registry import create_model, list_models, variant_info
@@ -17,6 +21,41 @@ CLASSIFICATION_REFERENCE: dict[str, tuple[float, float]] = {
     "spinenet143": (60.5e6, 9.1e9),
     "spinenet190": (127.1e6, 19.1e9),
 }
+
+
+# RetinaNet (91 classes, 9 anchors): backbone + head params and MACs of the official models, measured on the TF
+# implementations (reference spinenet.md §1.9, §3) and matching the published 28.5M/85.4B, 43.0M/265.4B, ...;
+# ResNet-50-FPN: tensorflow/tpu MODEL_ZOO. (name, image size, backbone overrides, params, MACs)
+RETINANET_REFERENCE: list[tuple[str, int, dict, float, float]] = [
+    ("spinenet49s", 640, {"endpoints_num_filters": 256}, 11_944_598, 33.74e9),
+    ("spinenet49", 640, {}, 28_543_383, 85.28e9),
+    ("spinenet49", 896, {}, 28_543_383, 167.15e9),
+    ("spinenet96", 1024, {}, 42_974_871, 265.03e9),
+    ("spinenet143", 1280, {}, 66_959_511, 523.3e9),
+    ("spinenet190", 1280, {}, 163_637_351, 1881.7e9),
+    ("spinenet49_mobile", 384, {}, 2_337_579, 0.981e9),
+    ("spinenet49s_mobile", 384, {}, 1_030_653, 0.496e9),
+    ("spinenet49xs_mobile", 256, {}, 872_711, 0.166e9),
+    ("resnet50_fpn", 640, {}, 34.0e6, 97.0e9),
+]
+
+
+class _BackboneAndHead(nn.Module):
+    """Backbone + detection head up to the raw outputs: what the paper's FLOPs count (no NMS)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = model.backbone, model.head
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return self.head.forward_levels(list(self.backbone(x).values()))
+
+
+def _retinanet(name: str, overrides: dict) -> nn.Module:
+    from torchspine.models.detection.retinanet import RETINANET_DEFAULTS, build_retinanet
+
+    backbone = create_model(name, **overrides) if overrides else name
+    return _BackboneAndHead(build_retinanet(backbone, num_classes=91, num_filters=RETINANET_DEFAULTS[name].num_filters))
 
 
 # SpineNet-49S as released (256-d endpoints): exact params from the checkpoint; MACs "about 12.78B" (§1.9).
@@ -56,6 +95,12 @@ def profile_rows(tasks: list[str], pattern: str = "*") -> list[ProfileRow]:
                         RELEASED_49S_MACS,
                     )
                 )
+    if "retinanet" in tasks:
+        for name, size, overrides, ref_params, ref_macs in RETINANET_REFERENCE:
+            if fnmatch.fnmatch(name, pattern):
+                c = measure(lambda n=name, o=overrides: _retinanet(n, o), (size, size))
+                label = name + "".join(f" ({k}={v})" for k, v in overrides.items())
+                rows.append(ProfileRow("retinanet", label, size, c.params, c.macs, ref_params, ref_macs))
     if "classification" in tasks:
         for name, (ref_params, ref_macs) in CLASSIFICATION_REFERENCE.items():
             if name in list_models(pattern):
@@ -87,21 +132,22 @@ def format_table(rows: list[ProfileRow]) -> str:
     lines.append(
         "MACs: multiply-adds of convolutions and linear layers (torch.utils.flop_counter / 2), one image, "
         "eval mode.\nparams: trainable parameters. official: the TF implementations' measured counts "
-        "(backbones) and the\npublished model-zoo numbers (classification, 1001 classes)."
+        "(backbones, RetinaNet with\n91 classes) and the published model-zoo numbers (classification with 1001 "
+        "classes, ResNet-50-FPN)."
     )
     return "\n".join(lines)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="params and MACs of every variant vs. the official numbers")
-    p.add_argument("--task", choices=["backbone", "classification", "all"], default="all")
+    p.add_argument("--task", choices=["backbone", "classification", "retinanet", "all"], default="all")
     p.add_argument("--model", default="*", help="shell-style filter on variant names")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    tasks = ["backbone", "classification"] if args.task == "all" else [args.task]
+    tasks = ["backbone", "classification", "retinanet"] if args.task == "all" else [args.task]
     rows = profile_rows(tasks, args.model)
     if not rows:
         raise ValueError(f"no variant matches {args.model!r}; see `torchspine list`")
