@@ -70,3 +70,10 @@ def test_profile_retinanet_matches_official(capsys):
     assert abs(by_model[("spinenet49", 896)]["macs"] / 167.4e9 - 1) < 0.01  # paper: 167.4B at 896
     r50 = by_model[("resnet50_fpn", 640)]
     assert abs(r50["params"] / 34.0e6 - 1) < 0.01 and abs(r50["macs"] / 97.0e9 - 1) < 0.01  # zoo: 34.0M / 97.0B
+
+
+def test_profile_mask_rcnn_matches_model_zoo(capsys):
+    assert main(["profile", "--task", "maskrcnn", "--format", "json"]) == 0
+    for row in json.loads(capsys.readouterr().out):
+        assert abs(row["params"] / row["reference_params"] - 1) < 0.01, row  # zoo numbers are rounded to 0.1M
+        assert abs(row["macs"] / row["reference_macs"] - 1) < 0.01, row

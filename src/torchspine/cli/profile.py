@@ -40,6 +40,17 @@ RETINANET_REFERENCE: list[tuple[str, int, dict, float, float]] = [
 ]
 
 
+# Mask R-CNN (91 classes): published params / "FLOPs" (tensorflow/tpu MODEL_ZOO; 49S from the paper's Table 6),
+# which count the box head on 1000 proposals and the mask head on 100 detections (see MaskRCNNCost).
+MASK_RCNN_REFERENCE: list[tuple[str, int, float, float]] = [
+    ("spinenet49s", 640, 13.9e6, 60.2e9),
+    ("spinenet49", 640, 40.8e6, 215.7e9),
+    ("spinenet96", 1024, 55.2e6, 314.6e9),
+    ("spinenet143", 1280, 79.2e6, 498.4e9),
+    ("spinenet190", 1536, 168.2e6, 1685.7e9),
+]
+
+
 class _BackboneAndHead(nn.Module):
     """Backbone + detection head up to the raw outputs: what the paper's FLOPs count (no NMS)."""
 
@@ -101,6 +112,13 @@ def profile_rows(tasks: list[str], pattern: str = "*") -> list[ProfileRow]:
                 c = measure(lambda n=name, o=overrides: _retinanet(n, o), (size, size))
                 label = name + "".join(f" ({k}={v})" for k, v in overrides.items())
                 rows.append(ProfileRow("retinanet", label, size, c.params, c.macs, ref_params, ref_macs))
+    if "maskrcnn" in tasks:
+        from torchspine.models.detection.mask_rcnn import MaskRCNNCost, build_mask_rcnn
+
+        for name, size, ref_params, ref_macs in MASK_RCNN_REFERENCE:
+            if fnmatch.fnmatch(name, pattern):
+                c = measure(lambda n=name: MaskRCNNCost(build_mask_rcnn(n)), (size, size))
+                rows.append(ProfileRow("maskrcnn", name, size, c.params, c.macs, ref_params, ref_macs))
     if "classification" in tasks:
         for name, (ref_params, ref_macs) in CLASSIFICATION_REFERENCE.items():
             if name in list_models(pattern):
@@ -133,21 +151,21 @@ def format_table(rows: list[ProfileRow]) -> str:
         "MACs: multiply-adds of convolutions and linear layers (torch.utils.flop_counter / 2), one image, "
         "eval mode.\nparams: trainable parameters. official: the TF implementations' measured counts "
         "(backbones, RetinaNet with\n91 classes) and the published model-zoo numbers (classification with 1001 "
-        "classes, ResNet-50-FPN)."
+        "classes, ResNet-50-FPN, Mask R-CNN:\nbox head on 1000 proposals, mask head on 100 detections)."
     )
     return "\n".join(lines)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="params and MACs of every variant vs. the official numbers")
-    p.add_argument("--task", choices=["backbone", "classification", "retinanet", "all"], default="all")
+    p.add_argument("--task", choices=["backbone", "classification", "retinanet", "maskrcnn", "all"], default="all")
     p.add_argument("--model", default="*", help="shell-style filter on variant names")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    tasks = ["backbone", "classification", "retinanet"] if args.task == "all" else [args.task]
+    tasks = ["backbone", "classification", "retinanet", "maskrcnn"] if args.task == "all" else [args.task]
     rows = profile_rows(tasks, args.model)
     if not rows:
         raise ValueError(f"no variant matches {args.model!r}; see `torchspine list`")

@@ -1,0 +1,269 @@
+"""Mask R-CNN with a SpineNet (or ResNet-FPN) backbone, composed from torchvision's ``MaskRCNN``.
+
+Du et al., 2020, §4.2; official code: tensorflow/tpu ``maskrcnn_config.py`` + ``configs/spinenet/*_mrcnn.yaml``
+and Model Garden ``maskrcnn_model.py`` (Apache-2.0), as summarised in the reference (spinenet.md §4.2):
+
+* RPN: one 3x3 conv (head width) shared across levels with a BatchNorm per level, then 1x1 objectness and box
+  predictors;
+  anchors of size 3 (5 for SpineNet-190), one scale, aspect ratios 0.5/1/2;
+* RoIs from P3-P7 by ``floor(4 + log2(sqrt(area) / 224))`` (torchvision's level mapper), 7x7 for boxes and
+  14x14 for masks (``featmap_names`` passed explicitly: torchvision silently ignores unknown keys);
+* box head: 4 x (3x3 conv + BN + act), 1 FC(1024) + BN + act, then class and box FCs;
+* mask head: 4 x (3x3 conv + BN + act), 2x2/2 deconv + BN + act, 1x1 to one 28x28 mask per class;
+* sampling: RPN 256 anchors/image (half positive, IoU 0.7/0.3), proposals 2000 -> 1000 (train) and
+  1000 -> 1000 (test) with NMS 0.7; 512 RoIs/image, 25 % foreground at IoU 0.5.
+
+Losses are torchvision's (smooth-L1 with beta 1/9 for the RPN and 1 for the box head; the official Huber losses
+with the same deltas differ only by the constant factor delta).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
+
+from torchspine.layers.activations import get_act_layer
+from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder
+from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES, ResNetFPN
+from torchspine.models.detection.transform import SquarePadTransform
+from torchspine.registry import create_model, variant_info
+
+
+class RPNHead(nn.Module):
+    """Shared 3x3 conv + per-level BN + activation, then 1x1 objectness (A) and box (4A) predictors.
+
+    The conv has the head width (256; 128 for SpineNet-49S, 384 for 190), which is what reproduces the official
+    parameter counts.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        num_anchors: int,
+        num_levels: int,
+        *,
+        act: str,
+        norm_eps: float,
+        norm_momentum: float,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.norms = nn.ModuleList(
+            nn.BatchNorm2d(channels, eps=norm_eps, momentum=norm_momentum) for _ in range(num_levels)
+        )
+        self.act = get_act_layer(act)()
+        self.cls_logits = nn.Conv2d(channels, num_anchors, 1)
+        self.bbox_pred = nn.Conv2d(channels, 4 * num_anchors, 1)
+        for conv in (self.conv, self.cls_logits, self.bbox_pred):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        logits, boxes = [], []
+        for x, norm in zip(features, self.norms, strict=True):
+            t = self.act(norm(self.conv(x)))
+            logits.append(self.cls_logits(t))
+            boxes.append(self.bbox_pred(t))
+        return logits, boxes
+
+
+def _conv_bn_act(in_channels: int, out_channels: int, act: str, norm: partial) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), norm(out_channels), get_act_layer(act)()
+    )
+
+
+class BoxHead(nn.Module):
+    """``num_convs`` x (3x3 conv + BN + act) on the 7x7 RoI features, then FC + BN + act: ``(R, fc_dim)``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        num_convs: int,
+        conv_dim: int,
+        fc_dim: int,
+        roi_size: int,
+        act: str,
+        norm_eps: float,
+        norm_momentum: float,
+    ) -> None:
+        super().__init__()
+        norm = partial(nn.BatchNorm2d, eps=norm_eps, momentum=norm_momentum)
+        widths = [in_channels] + [conv_dim] * num_convs
+        self.convs = nn.Sequential(*[_conv_bn_act(widths[i], widths[i + 1], act, norm) for i in range(num_convs)])
+        self.fc = nn.Linear(widths[-1] * roi_size * roi_size, fc_dim, bias=False)
+        self.fc_norm = nn.BatchNorm1d(fc_dim, eps=norm_eps, momentum=norm_momentum)
+        self.act = get_act_layer(act)()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.fc_norm(self.fc(self.convs(x).flatten(1))))
+
+
+class MaskHead(nn.Sequential):
+    """``num_convs`` x (3x3 conv + BN + act) on the 14x14 RoI features."""
+
+    def __init__(
+        self, in_channels: int, *, num_convs: int, conv_dim: int, act: str, norm_eps: float, norm_momentum: float
+    ) -> None:
+        norm = partial(nn.BatchNorm2d, eps=norm_eps, momentum=norm_momentum)
+        widths = [in_channels] + [conv_dim] * num_convs
+        super().__init__(*[_conv_bn_act(widths[i], widths[i + 1], act, norm) for i in range(num_convs)])
+
+
+class MaskPredictor(nn.Module):
+    """2x2/2 deconv + BN + act, then a 1x1 conv to one mask logit map per class (28x28 from 14x14 RoIs)."""
+
+    def __init__(self, in_channels: int, num_classes: int, *, act: str, norm_eps: float, norm_momentum: float) -> None:
+        super().__init__()
+        self.upsample = nn.ConvTranspose2d(in_channels, in_channels, 2, stride=2, bias=False)
+        self.norm = nn.BatchNorm2d(in_channels, eps=norm_eps, momentum=norm_momentum)
+        self.act = get_act_layer(act)()
+        self.logits = nn.Conv2d(in_channels, num_classes, 1)
+        nn.init.normal_(self.logits.weight, std=0.001)
+        nn.init.zeros_(self.logits.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits(self.act(self.norm(self.upsample(x))))
+
+
+MASK_RCNN_DEFAULTS: dict[str, dict] = {
+    # image size, head width (RPN / box / mask convs), convs per head, FC width, anchor size (reference §4.2)
+    "spinenet49s": {"image_size": 640, "head_dim": 128, "num_convs": 4, "fc_dim": 512, "anchor_size": 3.0},
+    "spinenet49": {"image_size": 640, "head_dim": 256, "num_convs": 4, "fc_dim": 1024, "anchor_size": 3.0},
+    "spinenet96": {"image_size": 1024, "head_dim": 256, "num_convs": 4, "fc_dim": 1024, "anchor_size": 3.0},
+    "spinenet143": {"image_size": 1280, "head_dim": 256, "num_convs": 4, "fc_dim": 1024, "anchor_size": 3.0},
+    "spinenet190": {"image_size": 1536, "head_dim": 384, "num_convs": 7, "fc_dim": 1024, "anchor_size": 5.0},
+    "test_spinenet": {"image_size": 128, "head_dim": 32, "num_convs": 1, "fc_dim": 64, "anchor_size": 3.0},
+    "resnet50_fpn": {"image_size": 640, "head_dim": 256, "num_convs": 4, "fc_dim": 1024, "anchor_size": 3.0},
+}
+
+
+def build_mask_rcnn(
+    backbone: str | nn.Module = "spinenet49",
+    *,
+    num_classes: int = 91,
+    image_size: int | None = None,
+    head_dim: int | None = None,
+    num_convs: int | None = None,
+    fc_dim: int | None = None,
+    anchor_size: float | None = None,
+    act: str | None = None,
+    weights: str | Path | None = None,
+) -> MaskRCNN:
+    """A Mask R-CNN as in the paper, following torchvision's detection API.
+
+    Args:
+        backbone: a registered SpineNet name, a ``resnet*_fpn`` name, or a backbone module (``p3..p7``).
+        num_classes: class outputs including background (the official COCO models: 91).
+        image_size: square input size (default: the paper's for the backbone).
+        head_dim: width of the RPN, box-head and mask-head convs (default: 256; 128 for 49S, 384 for 190).
+        num_convs: convs in the box and mask heads (default: 4; 7 for 190).
+        fc_dim: width of the box head's FC (default: 1024; 512 for 49S).
+        anchor_size: RPN anchor size in strides (default: 3; 5 for 190).
+        act: head activation (default: the backbone's).
+        weights: a trained ``.safetensors``/``.pt`` state dict of the whole model.
+    """
+    name = backbone if isinstance(backbone, str) else ""
+    d = MASK_RCNN_DEFAULTS.get(name, MASK_RCNN_DEFAULTS["spinenet49"])
+    if isinstance(backbone, str):
+        if backbone in RESNET_FPN_BACKBONES:
+            backbone = ResNetFPN(backbone)
+        else:
+            variant_info(backbone)
+            backbone = create_model(backbone)
+    act = act or getattr(backbone, "act_name", "relu")
+    eps, momentum = getattr(backbone, "norm_eps", 1e-3), getattr(backbone, "norm_momentum", 0.01)
+    head_dim, num_convs = head_dim or d["head_dim"], num_convs or d["num_convs"]
+    levels = [info.key for info in backbone.feature_info]
+    anchors = TFAnchorGenerator(3, 7, anchor_size or d["anchor_size"], num_scales=1, aspect_ratios=ASPECT_RATIOS)
+    rpn_head = RPNHead(
+        backbone.out_channels,
+        head_dim,
+        anchors.num_anchors_per_location()[0],
+        len(levels),
+        act=act,
+        norm_eps=eps,
+        norm_momentum=momentum,
+    )
+    box_head = BoxHead(
+        backbone.out_channels,
+        num_convs=num_convs,
+        conv_dim=head_dim,
+        fc_dim=fc_dim or d["fc_dim"],
+        roi_size=7,
+        act=act,
+        norm_eps=eps,
+        norm_momentum=momentum,
+    )
+    mask_head = MaskHead(
+        backbone.out_channels, num_convs=num_convs, conv_dim=head_dim, act=act, norm_eps=eps, norm_momentum=momentum
+    )
+    model = MaskRCNN(
+        backbone,
+        num_classes=None,
+        rpn_anchor_generator=anchors,
+        rpn_head=rpn_head,
+        rpn_pre_nms_top_n_train=2000,
+        rpn_pre_nms_top_n_test=1000,
+        rpn_post_nms_top_n_train=1000,
+        rpn_post_nms_top_n_test=1000,
+        rpn_nms_thresh=0.7,
+        rpn_fg_iou_thresh=0.7,
+        rpn_bg_iou_thresh=0.3,
+        rpn_batch_size_per_image=256,
+        rpn_positive_fraction=0.5,
+        box_roi_pool=MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
+        box_head=box_head,
+        box_predictor=FastRCNNPredictor(fc_dim or d["fc_dim"], num_classes),
+        box_score_thresh=0.05,
+        box_nms_thresh=0.5,
+        box_detections_per_img=100,
+        box_fg_iou_thresh=0.5,
+        box_bg_iou_thresh=0.5,
+        box_batch_size_per_image=512,
+        box_positive_fraction=0.25,
+        mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
+        mask_head=mask_head,
+        mask_predictor=MaskPredictor(head_dim, num_classes, act=act, norm_eps=eps, norm_momentum=momentum),
+    )
+    model.transform = SquarePadTransform(image_size or d["image_size"], size_divisible=2**7)
+    model.rpn.box_coder = TFBoxCoder()
+    if weights is not None:
+        from torchspine.weights import load_weights
+
+        load_weights(model, weights)
+    return model
+
+
+class MaskRCNNCost(nn.Module):
+    """The network parts of a Mask R-CNN with a fixed number of RoIs, to count what the model zoo counts.
+
+    The zoo's "FLOPs" (e.g. 215.7B for SpineNet-49 at 640) are backbone + RPN over all levels + the box head on
+    1000 proposals + the mask head on 100 detections (RoIAlign, NMS and sampling are not multiply-adds).
+    """
+
+    def __init__(self, model: MaskRCNN, num_proposals: int = 1000, num_detections: int = 100) -> None:
+        super().__init__()
+        self.model = model
+        self.num_proposals, self.num_detections = num_proposals, num_detections
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        m = self.model
+        feats = m.backbone(x)
+        objectness, _ = m.rpn.head(list(feats.values()))
+        channels = m.backbone.out_channels
+        box_feats = m.roi_heads.box_head(x.new_zeros(self.num_proposals, channels, 7, 7))
+        scores, boxes = m.roi_heads.box_predictor(box_feats)
+        masks = m.roi_heads.mask_predictor(m.roi_heads.mask_head(x.new_zeros(self.num_detections, channels, 14, 14)))
+        return OrderedDict(
+            objectness=torch.cat([o.flatten() for o in objectness]), scores=scores, boxes=boxes, masks=masks
+        )
