@@ -311,3 +311,30 @@ def test_tpu_names_reproduce_the_official_graph():
         for prefix, conv, _ in tpu_backbone_units(model)
     }
     assert ours == official
+
+
+@pytest.mark.tf
+def test_converted_retinanet_detects_like_the_official_postprocessing(tmp_path):
+    """Converted Model Garden RetinaNet + torchspine post-processing == Model Garden's DetectionGenerator."""
+    from torchvision.models.detection.image_list import ImageList
+
+    from tf_parity import model_garden_postprocess
+    from torchspine.models.detection.retinanet import build_retinanet
+
+    root = OFFICIAL / "mg_spinenet49_retinanet_tiny"
+    state, meta, _ = convert_checkpoint(root)
+    model = build_retinanet(weights=save_converted(state, meta, tmp_path / "mg.safetensors"), image_size=256).eval()
+    x = torch.from_numpy(np.load(root / "input.npy")).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        feats = list(model.backbone(x).values())
+        head = model.head(feats)
+        anchors = model.anchor_generator(ImageList(x, [(128, 256)]), feats)
+        sizes = [f.shape[-2] * f.shape[-1] * 9 for f in feats]
+        split = {k: list(v.split(sizes, dim=1)) for k, v in head.items()}
+        ours = model.postprocess_detections(split, [list(anchors[0].split(sizes))], [(128, 256)])[0]
+    official_raw = {k: v for k, v in np.load(root / "outputs.npz").items() if k.startswith(("class_", "box_"))}
+    official = model_garden_postprocess(official_raw, (128, 256), tmp_path)
+    assert len(ours["scores"]) == len(official["scores"]) == 100
+    np.testing.assert_allclose(ours["scores"].numpy(), official["scores"], rtol=1e-4)
+    np.testing.assert_array_equal(ours["labels"].numpy(), official["classes"])
+    np.testing.assert_allclose(ours["boxes"].numpy(), official["boxes"], atol=1e-3)

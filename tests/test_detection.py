@@ -48,7 +48,7 @@ def test_head_loss_matches_the_official_formula():
     anchors = torch.rand(n, 2) * 50
     anchors = torch.cat([anchors, anchors + 10 + torch.rand(n, 2) * 20], dim=1)
     targets = [
-        {"boxes": torch.tensor([[5.0, 5.0, 30.0, 40.0], [20.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([2, 0])}
+        {"boxes": torch.tensor([[5.0, 5.0, 30.0, 40.0], [20.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([2, 1])}
     ]
     matched = torch.full((n,), -1)
     matched[[3, 7, 11]] = torch.tensor([0, 1, 0])

@@ -61,3 +61,17 @@ def write_tf1_checkpoint(arrays: dict[str, np.ndarray], prefix: Path) -> Path:
     if proc.returncode != 0:
         raise AssertionError(f"writing the TF1 checkpoint failed:\n{proc.stderr[-4000:]}")
     return prefix
+
+
+def model_garden_postprocess(raw: dict[str, np.ndarray], image_size: tuple[int, int], tmp_path: Path) -> dict:
+    """Model Garden's RetinaNet detections (``MultilevelDetectionGenerator``, v2 NMS) for raw NHWC head outputs."""
+    python = require_tf_python()
+    raw_path, out_path = tmp_path / "raw.npz", tmp_path / "detections.npz"
+    np.savez(raw_path, image_size=np.array(image_size), **raw)
+    script = Path(__file__).parent / "tf_reference" / "model_garden_postprocess.py"
+    proc = subprocess.run(
+        [python, str(script), str(raw_path), str(out_path)], capture_output=True, text=True, timeout=600
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"Model Garden post-processing failed:\n{proc.stderr[-4000:]}")
+    return dict(np.load(out_path))

@@ -187,6 +187,13 @@ class RetinaNetHead(nn.Module):
         between thresholds (index -2) are ignored by both losses.
         """
         cls_logits, box_regression = head_outputs["cls_logits"], head_outputs["bbox_regression"]
+        for target in targets:
+            labels = target["labels"]
+            if labels.numel() and (labels.min() < 1 or labels.max() >= self.num_classes):
+                raise ValueError(
+                    f"target labels must be category ids in 1..{self.num_classes - 1} (0 is the "
+                    f"background class), got {labels.unique().tolist()}"
+                )
         cls_loss = cls_logits.new_zeros(())
         box_loss = cls_logits.new_zeros(())
         num_positives = cls_logits.new_zeros(())

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 from torchvision.models.detection import RetinaNet
+from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder
 from torchspine.models.detection.heads import RetinaNetHead
@@ -50,8 +52,40 @@ RETINANET_DEFAULTS: dict[str, RetinaNetDefaults] = {
 }
 
 
+class SpineNetRetinaNet(RetinaNet):
+    """torchvision's ``RetinaNet`` with the official post-processing (Model Garden ``DetectionGenerator`` v2).
+
+    Per class, the ``topk_candidates`` best anchors over *all* levels are kept (torchvision keeps the best per level
+    over all classes), those above ``score_thresh`` are decoded, clipped to the image and NMS'd per class, and the
+    ``detections_per_img`` best remain; boxes clipped to zero area are dropped. Class 0 is background, as in the
+    official models: it is never a target and never reported.
+    """
+
+    def postprocess_detections(
+        self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]], image_shapes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        results = []
+        for i, image_shape in enumerate(image_shapes):
+            scores = torch.sigmoid(torch.cat([level[i] for level in head_outputs["cls_logits"]]))
+            deltas = torch.cat([level[i] for level in head_outputs["bbox_regression"]])
+            anchors_i = torch.cat(anchors[i])
+            scores = scores[:, 1:]  # drop the background class
+            top_scores, top_index = scores.topk(min(self.topk_candidates, scores.shape[0]), dim=0)
+            labels = torch.arange(1, scores.shape[1] + 1, device=scores.device).expand_as(top_scores)
+            keep = top_scores > self.score_thresh
+            index, top_scores, labels = top_index[keep], top_scores[keep], labels[keep]
+            boxes = self.box_coder.decode_single(deltas[index], anchors_i[index])
+            boxes = clip_boxes_to_image(boxes, image_shape)
+            # Boxes clipped to nothing are no detections (Model Garden's padded NMS drops them as "dots").
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            boxes, top_scores, labels = boxes[area > 0], top_scores[area > 0], labels[area > 0]
+            kept = batched_nms(boxes, top_scores, labels, self.nms_thresh)[: self.detections_per_img]
+            results.append({"boxes": boxes[kept], "scores": top_scores[kept], "labels": labels[kept]})
+        return results
+
+
 def build_retinanet(
-    backbone: str | nn.Module = "spinenet49",
+    backbone: str | nn.Module | None = None,
     *,
     num_classes: int = 91,
     image_size: int | None = None,
@@ -70,7 +104,8 @@ def build_retinanet(
 
     Args:
         backbone: a registered SpineNet name, ``"resnet50_fpn"``/``"resnet101_fpn"``/``"resnet152_fpn"``, or a
-            backbone module with ``out_channels`` and ``feature_info`` returning ``p3..p7``.
+            backbone module with ``out_channels`` and ``feature_info`` returning ``p3..p7`` (default: the variant
+            recorded in `weights`, else ``"spinenet49"``).
         num_classes: class outputs (the official COCO models: 91, indexed by COCO category id).
         image_size: square input size (default: the paper's for the backbone); a multiple of 128.
         num_convs: head tower depth (default: 4; 7 for SpineNet-190).
@@ -86,7 +121,8 @@ def build_retinanet(
             metadata (architecture, numerics, head) overrides the defaults.
 
     Returns:
-        torchvision ``RetinaNet`` with the official anchors, box coding, head, losses and post-processing settings.
+        torchvision ``RetinaNet`` (`SpineNetRetinaNet`) with the official anchors, box coding, head, losses and
+        post-processing.
     """
     meta = None
     if weights is not None:
@@ -95,6 +131,11 @@ def build_retinanet(
         meta = read_metadata(weights)
         if meta is not None and meta.get("task") != "retinanet":
             raise ValueError(f"{weights} holds a {meta.get('task')} model, not a RetinaNet")
+    recorded = (meta or {}).get("variant")
+    if backbone is None:
+        backbone = recorded if recorded not in (None, "custom") else "spinenet49"
+    elif isinstance(backbone, str) and recorded not in (None, "custom", backbone):
+        raise ValueError(f"{weights} holds a {recorded} RetinaNet, not {backbone}")
     name = backbone if isinstance(backbone, str) else None
     defaults = RETINANET_DEFAULTS.get(name or "", RetinaNetDefaults(640))
     if isinstance(backbone, str):
@@ -134,7 +175,7 @@ def build_retinanet(
         norm_momentum=getattr(backbone, "norm_momentum", 1 - 0.997),
         separable=separable,
     )
-    model = RetinaNet(
+    model = SpineNetRetinaNet(
         backbone,
         num_classes,
         anchor_generator=anchors,
