@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from torchspine import __version__
-from torchspine.cli import convert, list_models, profile
+from torchspine.cli import convert, data, evaluate, list_models, predict, profile
 
-COMMANDS = (list_models, profile, convert)
+COMMANDS = (list_models, profile, convert, data, evaluate, predict)
 
 
 def build_parser() -> argparse.ArgumentParser:
