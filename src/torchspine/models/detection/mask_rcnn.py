@@ -20,6 +20,7 @@ with the same deltas differ only by the constant factor delta).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -135,15 +136,25 @@ class MaskPredictor(nn.Module):
         return self.logits(self.act(self.norm(self.upsample(x))))
 
 
-MASK_RCNN_DEFAULTS: dict[str, dict] = {
-    # image size, head width (RPN / box / mask convs), convs per head, FC width, anchor size (reference §4.2)
-    "spinenet49s": {"image_size": 640, "head_dim": 128, "num_convs": 4, "fc_dim": 512, "anchor_size": 3.0},
-    "spinenet49": {"image_size": 640, "head_dim": 256, "num_convs": 4, "fc_dim": 1024, "anchor_size": 3.0},
-    "spinenet96": {"image_size": 1024, "head_dim": 256, "num_convs": 4, "fc_dim": 1024, "anchor_size": 3.0},
-    "spinenet143": {"image_size": 1280, "head_dim": 256, "num_convs": 4, "fc_dim": 1024, "anchor_size": 3.0},
-    "spinenet190": {"image_size": 1536, "head_dim": 384, "num_convs": 7, "fc_dim": 1024, "anchor_size": 5.0},
-    "test_spinenet": {"image_size": 128, "head_dim": 32, "num_convs": 1, "fc_dim": 64, "anchor_size": 3.0},
-    "resnet50_fpn": {"image_size": 640, "head_dim": 256, "num_convs": 4, "fc_dim": 1024, "anchor_size": 3.0},
+@dataclass(frozen=True)
+class MaskRCNNDefaults:
+    """The paper's per-backbone Mask R-CNN settings (reference spinenet.md §4.2)."""
+
+    image_size: int
+    head_dim: int = 256  # RPN, box-head and mask-head conv width
+    num_convs: int = 4  # convs of the box and mask heads
+    fc_dim: int = 1024
+    anchor_size: float = 3.0
+
+
+MASK_RCNN_DEFAULTS: dict[str, MaskRCNNDefaults] = {
+    "spinenet49s": MaskRCNNDefaults(640, head_dim=128, fc_dim=512),
+    "spinenet49": MaskRCNNDefaults(640),
+    "spinenet96": MaskRCNNDefaults(1024),
+    "spinenet143": MaskRCNNDefaults(1280),
+    "spinenet190": MaskRCNNDefaults(1536, head_dim=384, num_convs=7, anchor_size=5.0),
+    "test_spinenet": MaskRCNNDefaults(128, head_dim=32, num_convs=1, fc_dim=64),
+    "resnet50_fpn": MaskRCNNDefaults(640),
 }
 
 
@@ -182,9 +193,9 @@ def build_mask_rcnn(
             backbone = create_model(backbone)
     act = act or getattr(backbone, "act_name", "relu")
     eps, momentum = getattr(backbone, "norm_eps", 1e-3), getattr(backbone, "norm_momentum", 0.01)
-    head_dim, num_convs = head_dim or d["head_dim"], num_convs or d["num_convs"]
+    head_dim, num_convs = head_dim or d.head_dim, num_convs or d.num_convs
     levels = [info.key for info in backbone.feature_info]
-    anchors = TFAnchorGenerator(3, 7, anchor_size or d["anchor_size"], num_scales=1, aspect_ratios=ASPECT_RATIOS)
+    anchors = TFAnchorGenerator(3, 7, anchor_size or d.anchor_size, num_scales=1, aspect_ratios=ASPECT_RATIOS)
     rpn_head = RPNHead(
         backbone.out_channels,
         head_dim,
@@ -198,7 +209,7 @@ def build_mask_rcnn(
         backbone.out_channels,
         num_convs=num_convs,
         conv_dim=head_dim,
-        fc_dim=fc_dim or d["fc_dim"],
+        fc_dim=fc_dim or d.fc_dim,
         roi_size=7,
         act=act,
         norm_eps=eps,
@@ -223,7 +234,7 @@ def build_mask_rcnn(
         rpn_positive_fraction=0.5,
         box_roi_pool=MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
         box_head=box_head,
-        box_predictor=FastRCNNPredictor(fc_dim or d["fc_dim"], num_classes),
+        box_predictor=FastRCNNPredictor(fc_dim or d.fc_dim, num_classes),
         box_score_thresh=0.05,
         box_nms_thresh=0.5,
         box_detections_per_img=100,
@@ -235,7 +246,7 @@ def build_mask_rcnn(
         mask_head=mask_head,
         mask_predictor=MaskPredictor(head_dim, num_classes, act=act, norm_eps=eps, norm_momentum=momentum),
     )
-    model.transform = SquarePadTransform(image_size or d["image_size"], size_divisible=2**7)
+    model.transform = SquarePadTransform(image_size or d.image_size, size_divisible=2**7)
     model.rpn.box_coder = TFBoxCoder()
     if weights is not None:
         from torchspine.weights import load_weights
