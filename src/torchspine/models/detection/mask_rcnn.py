@@ -20,9 +20,11 @@ with the same deltas differ only by the constant factor delta).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -161,6 +163,7 @@ MASK_RCNN_DEFAULTS: dict[str, MaskRCNNDefaults] = {
 def build_mask_rcnn(
     backbone: str | nn.Module = "spinenet49",
     *,
+    backbone_args: Mapping[str, Any] | None = None,
     num_classes: int = 91,
     image_size: int | None = None,
     head_dim: int | None = None,
@@ -174,6 +177,7 @@ def build_mask_rcnn(
 
     Args:
         backbone: a registered SpineNet name, a ``resnet*_fpn`` name, or a backbone module (``p3..p7``).
+        backbone_args: `torchspine.create_model` overrides for a named SpineNet.
         num_classes: class outputs including background (the official COCO models: 91).
         image_size: square input size (default: the paper's for the backbone).
         head_dim: width of the RPN, box-head and mask-head convs (default: 256; 128 for 49S, 384 for 190).
@@ -190,7 +194,7 @@ def build_mask_rcnn(
             backbone = ResNetFPN(backbone)
         else:
             variant_info(backbone)
-            backbone = create_model(backbone)
+            backbone = create_model(backbone, **(backbone_args or {}))
     act = act or getattr(backbone, "act_name", "relu")
     eps, momentum = getattr(backbone, "norm_eps", 1e-3), getattr(backbone, "norm_momentum", 0.01)
     head_dim, num_convs = head_dim or d.head_dim, num_convs or d.num_convs

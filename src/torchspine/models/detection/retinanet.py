@@ -8,8 +8,10 @@ transform, and the official matcher and post-processing settings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -88,6 +90,7 @@ class SpineNetRetinaNet(RetinaNet):
 def build_retinanet(
     backbone: str | nn.Module | None = None,
     *,
+    backbone_args: Mapping[str, Any] | None = None,
     num_classes: int = 91,
     image_size: int | None = None,
     num_convs: int | None = None,
@@ -106,7 +109,9 @@ def build_retinanet(
     Args:
         backbone: a registered SpineNet name, ``"resnet50_fpn"``/``"resnet101_fpn"``/``"resnet152_fpn"``, or a
             backbone module with ``out_channels`` and ``feature_info`` returning ``p3..p7`` (default: the variant
-            recorded in `weights`, else ``"spinenet49"``).
+            recorded in `weights`, else ``"spinenet49"``). A name also selects the paper's head defaults.
+        backbone_args: `torchspine.create_model` overrides for a named SpineNet (e.g. ``drop_path_rate``,
+            ``norm_momentum``, ``act``).
         num_classes: class outputs (the official COCO models: 91, indexed by COCO category id).
         image_size: square input size (default: the paper's for the backbone); a multiple of 128.
         num_convs: head tower depth (default: 4; 7 for SpineNet-190).
@@ -145,10 +150,10 @@ def build_retinanet(
         elif meta is not None:
             from torchspine.weights import backbone_kwargs
 
-            backbone = create_model(backbone, **backbone_kwargs(meta))
+            backbone = create_model(backbone, **{**backbone_kwargs(meta), **(backbone_args or {})})
         else:
             variant_info(backbone)  # a clear error for unknown names
-            backbone = create_model(backbone)
+            backbone = create_model(backbone, **(backbone_args or {}))
     head_meta = (meta or {}).get("head", {})
     image_size = image_size or defaults.image_size
     num_convs = head_meta.get("num_convs", num_convs or defaults.num_convs)
