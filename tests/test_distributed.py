@@ -1,0 +1,74 @@
+"""DDP on CPU (gloo): two processes with half the batch each take the same steps as one process.
+
+BatchNorm statistics are per process on CPU (PyTorch's SyncBatchNorm is CUDA-only), so the test model has none.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import DataLoader
+
+from test_trainer import _Points, _Regressor
+from torchspine.engine.distributed import DistInfo, all_reduce_mean, wrap_model
+from torchspine.engine.trainer import ResumableSampler, Trainer
+
+
+class _Deterministic(_Regressor):
+    """No dropout: the processes' random streams differ from the single process's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropout = nn.Identity()
+
+
+def _run(rank: int, world_size: int, port: int, steps: int, out: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if world_size > 1:
+        dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    torch.manual_seed(0)
+    data = _Points(12)
+    data.__class__ = type("_Clean", (_Points,), {"__getitem__": lambda self, i: (self.x[i], {"y": self.y[i]})})
+    loader = DataLoader(
+        data,
+        batch_size=4 // world_size,
+        collate_fn=_Points.collate,
+        generator=torch.Generator(),
+        sampler=ResumableSampler(len(data), seed=5, rank=rank, world_size=world_size),
+    )
+    model = wrap_model(_Deterministic(), DistInfo(rank, rank, world_size), torch.device("cpu"))
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05), loader, max_steps=steps)
+    trainer.train()
+    if rank == 0:
+        inner = model.module if hasattr(model, "module") else model
+        out["state"] = {k: v.clone() for k, v in inner.state_dict().items()}
+        out["mean"] = all_reduce_mean(1.0)
+    elif world_size > 1:
+        all_reduce_mean(1.0)
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(tmp_path):
+    single: dict = {}
+    _run(0, 1, _free_port(), 6, single)
+    with mp.Manager() as manager:
+        shared = manager.dict()
+        mp.spawn(_run, args=(2, _free_port(), 6, shared), nprocs=2, join=True)
+        double = dict(shared)
+    assert double["mean"] == 1.0
+    for key, value in single["state"].items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        torch.testing.assert_close(double["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)
