@@ -1,0 +1,232 @@
+"""The typed schema of a training run: frozen dataclasses, one per concern, nested in `ExperimentCfg`.
+
+Design (STYLE.md §8): only scalars, tuples and nested dataclasses, so that every key can be type-checked when a YAML
+file or a ``--set`` override names it, a resolved config dumps to plain YAML, and ``dataclasses.asdict(cfg)`` (stored
+in every checkpoint) reloads to an equal object. There is deliberately no ``dict[str, Any]`` escape hatch: a key the
+schema does not know is a typo until proven otherwise.
+
+Units and conventions, chosen once here so that no reader has to guess:
+
+* Durations are in **epochs** (floats), including the warm-up. Epochs survive a change of batch size or data set
+  size; the trainer converts them to optimizer steps with its real ``steps_per_epoch``. The official TF recipes count
+  in steps at batch 256 (``2000`` warm-up steps = 2000 / 463 ~ 4.32 COCO epochs); `torchspine.config.experiments`
+  does that conversion once, in the open.
+* The learning rate is given **per 256 images** (``lr_per_256``) and scaled linearly with the real global batch
+  (``lr = lr_per_256 * global_batch_size / 256``), the paper's linear-scaling rule. The official detection recipes
+  train at batch 256, so their LR is used as is; the classification recipe's 1.6 at batch 4096 is 0.1 per 256.
+* BatchNorm momentum follows the **PyTorch** convention (weight of the new batch statistic): TF's 0.99 is 0.01 here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+Task = Literal["retinanet", "maskrcnn", "classification"]
+Semantics = Literal["tpu", "model_garden"]
+Optimizer = Literal["sgd", "adamw"]
+ScheduleType = Literal["step", "cosine"]
+Amp = Literal["none", "bf16", "fp16"]
+
+# Names accepted for `ModelCfg.backbone` besides the registered SpineNet variants (`torchspine.list_models`).
+RESNET_BACKBONES = ("resnet50_fpn", "resnet101_fpn", "resnet152_fpn")
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """What network to build. Read only by the model builder, which turns it into explicit module arguments.
+
+    Attributes:
+        task: detector or classifier head on the backbone.
+        backbone: a registered SpineNet variant (``spinenet49``, ``test_spinenet``, ...) or a ResNet-FPN baseline
+            (``resnet50_fpn``, ``resnet101_fpn``, ``resnet152_fpn``; detection only).
+        num_classes: class outputs; None takes the count from the data set (for COCO-style detection data: the
+            largest category id + 1, background at 0, i.e. 91 for COCO as in the official models).
+        image_size: square training/eval input side. Detection pads to a multiple of ``2**max_level``, so it must be
+            one; classification (224 in the paper) is exempt.
+        act: activation of backbone and head (``relu``, ``swish``, ``hard_swish``); None keeps the variant's default.
+        drop_path_rate: stochastic depth ("drop connect" in TF) of the last block; earlier blocks get less.
+        norm_momentum: BatchNorm momentum in the PyTorch convention (TF 0.99 == 0.01 here).
+        norm_eps: BatchNorm epsilon; None keeps the model's default (1e-3, the TF value).
+        semantics: which official implementation's numerics (padding, pooling) to reproduce; matters for
+            loading converted weights and for exact parity, not for training from scratch.
+        min_level: lowest feature level fed to the head (stride ``2**min_level``). The single source of truth: the
+            builder writes it into the backbone config and the head (TF keeps two copies; we do not).
+        max_level: highest feature level.
+    """
+
+    task: Task = "retinanet"
+    backbone: str = "spinenet49"
+    num_classes: int | None = None
+    image_size: int = 640
+    act: str | None = None
+    drop_path_rate: float = 0.0
+    norm_momentum: float = 0.01
+    norm_eps: float | None = None
+    semantics: Semantics = "tpu"
+    min_level: int = 3
+    max_level: int = 7
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    """Where the images come from and how they are augmented.
+
+    Attributes:
+        data: a COCO-layout folder or an instances JSON (`torchspine.data.build_dataset`); None means the built-in
+            demo data set (`torchspine.data.make_demo_dataset`), so that ``torchspine train`` runs out of the box.
+        train_split: split name used for training.
+        val_split: split name used for evaluation.
+        scale_min: lower bound of the random scale jitter (detection: a factor on the target size before the
+            random crop, as TF's ``aug_scale_min``).
+        scale_max: upper bound of the random scale jitter.
+        hflip: random horizontal flips in training.
+        num_workers: data loader worker processes per training process.
+        skip_bad: skip undecodable images / invalid annotations with a warning instead of failing.
+    """
+
+    data: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    hflip: bool = True
+    num_workers: int = 4
+    skip_bad: bool = False
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    """The optimizer.
+
+    Attributes:
+        optimizer: SGD with momentum (all paper recipes) or AdamW (the CPU demo).
+        lr_per_256: peak learning rate for a global batch of 256 images; scaled linearly with the real global batch.
+        momentum: SGD momentum; AdamW's beta1.
+        weight_decay: decay coefficient. TF applies its L2 term (``wd * sum(w**2) / 2``, i.e. a ``wd * w`` gradient,
+            the same as PyTorch SGD's ``weight_decay``) to conv/dense kernels only, so the trainer should exclude
+            norm parameters and biases.
+        clip_grad_norm: global gradient-norm clip; None disables clipping.
+    """
+
+    optimizer: Optimizer = "sgd"
+    lr_per_256: float = 0.28
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    clip_grad_norm: float | None = 10.0
+
+
+@dataclass(frozen=True)
+class ScheduleCfg:
+    """The learning-rate schedule, in epochs.
+
+    Attributes:
+        type: ``step`` (multiply by `decay_factor` at each of `decay_epochs`) or ``cosine`` (to 0 at `epochs`).
+        epochs: training length.
+        warmup_epochs: linear warm-up length in epochs (not steps, so it survives batch-size changes); 0 disables.
+        warmup_init_lr_ratio: the warm-up starts at ``ratio * peak LR`` (TF recipes: 0.0067 / 0.28).
+        decay_epochs: epochs at which a step schedule decays, ascending and inside ``(0, epochs)``; must be empty for
+            a cosine schedule (where it would be ignored silently otherwise).
+        decay_factor: the step schedule's multiplier at each decay (0.1: the paper's x0.1, then x0.01).
+        label_smoothing: classification label smoothing; must be 0 for the detectors (focal / softmax losses are
+            fixed by the paper there).
+    """
+
+    type: ScheduleType = "step"
+    epochs: float = 350.0
+    warmup_epochs: float = 5.0
+    warmup_init_lr_ratio: float = 0.0067 / 0.28
+    decay_epochs: tuple[float, ...] = (320.0, 340.0)
+    decay_factor: float = 0.1
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    """How the training loop runs.
+
+    Attributes:
+        global_batch_size: images per optimizer step over all processes and accumulation steps; must divide evenly
+            into ``world_size * grad_accum_steps`` (`torchspine.config.validate_world_size`).
+        grad_accum_steps: micro-batches accumulated into one optimizer step.
+        amp: autocast dtype (``none`` = float32).
+        channels_last: NHWC memory format (faster convolutions on recent GPUs).
+        seed: base seed of model init, data order and augmentation.
+        log_every: optimizer steps between log lines.
+        eval_every_epochs: epochs between evaluations (fractions allowed for short runs).
+        checkpoint_every_steps: optimizer steps between checkpoints.
+        keep_last: checkpoints kept on disk (older ones are deleted).
+        max_steps: stop after this many optimizer steps (smoke runs); None trains for the whole schedule. The LR
+            schedule still follows `ScheduleCfg.epochs`, so a truncated run is a prefix of the real one.
+    """
+
+    global_batch_size: int = 256
+    grad_accum_steps: int = 1
+    amp: Amp = "none"
+    channels_last: bool = False
+    seed: int = 0
+    log_every: int = 20
+    eval_every_epochs: float = 10.0
+    checkpoint_every_steps: int = 1000
+    keep_last: int = 3
+    max_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalCfg:
+    """Evaluation settings.
+
+    Attributes:
+        batch_size: images per evaluation batch per process.
+        score_thresh: detections below this score are dropped before NMS (0.05 in the official post-processing).
+        max_images: evaluate on the first N validation images only (quick checks); None uses all.
+    """
+
+    batch_size: int = 8
+    score_thresh: float = 0.05
+    max_images: int | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentCfg:
+    """A complete, resolved training run.
+
+    Attributes:
+        name: the registered experiment it derives from (informational; `get_experiment` fills it in).
+        model: see `ModelCfg`.
+        data: see `DataCfg`.
+        optim: see `OptimCfg`.
+        schedule: see `ScheduleCfg`.
+        train: see `TrainCfg`.
+        eval: see `EvalCfg`.
+    """
+
+    name: str = ""
+    model: ModelCfg = field(default_factory=ModelCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
+
+
+_T = TypeVar("_T")
+
+
+def derive(cfg: _T, /, **changes: Any) -> _T:
+    """`dataclasses.replace` that reaches into nested dataclasses: a mapping value updates that sub-config.
+
+    Keeps the experiment factories to a few lines each, e.g.
+    ``derive(base, model={"backbone": "spinenet96", "image_size": 1024}, optim={"lr_per_256": 0.3})``.
+    Unknown names raise ``TypeError`` (from `dataclasses.replace`), so a typo in a factory fails at import.
+    """
+    resolved: dict[str, Any] = {}
+    for key, value in changes.items():
+        current = getattr(cfg, key) if hasattr(cfg, key) else None
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(current):
+            resolved[key] = derive(current, **value)
+        else:
+            resolved[key] = value
+    return dataclasses.replace(cfg, **resolved)  # type: ignore[type-var]
