@@ -1,0 +1,145 @@
+"""Training hooks: progress + JSONL metrics, periodic COCO evaluation, crash-safe checkpoints with clean stops."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from torchspine.engine.checkpoint import CheckpointManager
+from torchspine.engine.signals import GracefulExit
+from torchspine.engine.trainer import Hook, Trainer
+
+logger = logging.getLogger(__name__)
+
+
+class ProgressHook(Hook):
+    """A progress bar (loss, LR, images/s, ETA) and one JSON line of metrics every `log_every` steps.
+
+    Args:
+        jsonl: the metrics file (appended to, so a resumed run continues it).
+        images_per_step: global images per optimisation step (for the throughput).
+        log_every: steps between JSON lines.
+        enabled: False on non-main processes.
+    """
+
+    def __init__(self, jsonl: Path, images_per_step: int, log_every: int = 20, enabled: bool = True) -> None:
+        self.jsonl, self.images_per_step, self.log_every, self.enabled = jsonl, images_per_step, log_every, enabled
+        self._bar: tqdm | None = None
+        self._last: tuple[float, int] = (0.0, 0)
+
+    def before_train(self, trainer: Trainer) -> None:
+        if self.enabled:
+            self._bar = tqdm(
+                total=trainer.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True
+            )
+        self._last = (time.perf_counter(), trainer.step)
+
+    def after_step(self, trainer: Trainer, losses: Mapping[str, float] | None) -> None:
+        if not self.enabled or losses is None:
+            return
+        total = sum(v for k, v in losses.items() if k != "grad_norm")
+        self._bar.update(trainer.step - self._bar.n)
+        self._bar.set_postfix(loss=f"{total:.4f}", lr=f"{trainer.lr:.2e}")
+        if trainer.step % self.log_every == 0:
+            now, step = time.perf_counter(), trainer.step
+            rate = (step - self._last[1]) * self.images_per_step / max(now - self._last[0], 1e-9)
+            self._last = (now, step)
+            record = {
+                "step": step,
+                "epoch": trainer.epoch,
+                "lr": trainer.lr,
+                "loss": total,
+                "images_per_s": rate,
+                **losses,
+            }
+            with self.jsonl.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def after_train(self, trainer: Trainer) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class EvalHook(Hook):
+    """Evaluate every `every_steps` and at the end; the metrics go to the JSONL file and to ``trainer.metrics``."""
+
+    def __init__(
+        self, evaluate: Callable[[], dict[str, dict[str, float]]], every_steps: int, jsonl: Path, enabled: bool = True
+    ) -> None:
+        self.evaluate, self.every_steps, self.jsonl, self.enabled = evaluate, every_steps, jsonl, enabled
+        self.last_step = -1
+
+    def _run(self, trainer: Trainer) -> None:
+        if not self.enabled or self.last_step == trainer.step:
+            return
+        # Evaluation must not perturb training randomness (its DataLoader draws worker seeds from the global RNG),
+        # or a run that evaluated at a step would diverge from one resumed there.
+        with torch.random.fork_rng(devices=[]):
+            metrics = self.evaluate()
+        flat = {f"{kind}/{name}": value for kind, values in metrics.items() for name, value in values.items()}
+        trainer.metrics = flat
+        self.last_step = trainer.step
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps({"step": trainer.step, "epoch": trainer.epoch, **flat}) + "\n")
+        logger.info("step %d: %s", trainer.step, {k: round(v, 4) for k, v in flat.items() if k.endswith("AP")})
+
+    def after_step(self, trainer: Trainer, losses: Mapping[str, float] | None) -> None:
+        if self.every_steps > 0 and trainer.step % self.every_steps == 0 and losses is not None:
+            self._run(trainer)
+
+    def after_train(self, trainer: Trainer) -> None:
+        if trainer.step >= trainer.max_steps:
+            self._run(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_step": self.last_step}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.last_step = int(state.get("last_step", -1))
+
+
+class CheckpointHook(Hook):
+    """Atomic checkpoints every `every_steps`, at the end, and when SIGTERM/SIGINT asks the run to stop.
+
+    Args:
+        manager: writes, rotates and selects the best checkpoint.
+        every_steps: steps between checkpoints.
+        state: builds the checkpoint dict from the trainer (model, optimizer, RNG, config, ...).
+        stop: the signal flag; when set, the run saves and ends after the current step.
+        enabled: False on non-main processes (they still stop on the signal).
+    """
+
+    def __init__(
+        self,
+        manager: CheckpointManager,
+        every_steps: int,
+        state: Callable[[Trainer], dict[str, Any]],
+        stop: GracefulExit,
+        enabled: bool = True,
+    ) -> None:
+        self.manager, self.every_steps, self.state, self.stop, self.enabled = manager, every_steps, state, stop, enabled
+        self.saved_step = -1
+
+    def _save(self, trainer: Trainer) -> None:
+        if self.enabled and self.saved_step != trainer.step:
+            path = self.manager.save(self.state(trainer), trainer.step, getattr(trainer, "metrics", None))
+            self.saved_step = trainer.step
+            logger.info("checkpoint %s", path)
+
+    def after_step(self, trainer: Trainer, losses: Mapping[str, float] | None) -> None:
+        if self.stop.should_stop:
+            logger.warning("received %s: saving and stopping after step %d", self.stop.received, trainer.step)
+            trainer.should_stop = True
+            self._save(trainer)
+        elif trainer.step % self.every_steps == 0 and losses is not None:
+            self._save(trainer)
+
+    def after_train(self, trainer: Trainer) -> None:
+        self._save(trainer)
