@@ -36,8 +36,14 @@ class ProgressHook(Hook):
 
     def before_train(self, trainer: Trainer) -> None:
         if self.enabled:
+            # disable=None: a bar on terminals only; logs and CI get the JSONL lines instead of carriage returns.
             self._bar = tqdm(
-                total=trainer.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True
+                total=trainer.max_steps,
+                initial=trainer.step,
+                desc="train",
+                unit="step",
+                dynamic_ncols=True,
+                disable=None,
             )
         self._last = (time.perf_counter(), trainer.step)
 
@@ -45,8 +51,9 @@ class ProgressHook(Hook):
         if not self.enabled or losses is None:
             return
         total = sum(v for k, v in losses.items() if k != "grad_norm")
-        self._bar.update(trainer.step - self._bar.n)
-        self._bar.set_postfix(loss=f"{total:.4f}", lr=f"{trainer.lr:.2e}")
+        if not self._bar.disable:
+            self._bar.update(trainer.step - self._bar.n)
+            self._bar.set_postfix(loss=f"{total:.4f}", lr=f"{trainer.lr:.2e}")
         if trainer.step % self.log_every == 0:
             now, step = time.perf_counter(), trainer.step
             rate = (step - self._last[1]) * self.images_per_step / max(now - self._last[0], 1e-9)
@@ -61,6 +68,17 @@ class ProgressHook(Hook):
             }
             with self.jsonl.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+            if self._bar.disable:  # no terminal: one log line instead of the bar
+                eta = (trainer.max_steps - step) * self.images_per_step / max(rate, 1e-9)
+                logger.info(
+                    "step %d/%d loss %.4f lr %.2e %.1f img/s eta %.0fs",
+                    step,
+                    trainer.max_steps,
+                    total,
+                    trainer.lr,
+                    rate,
+                    eta,
+                )
 
     def after_train(self, trainer: Trainer) -> None:
         if self._bar is not None:
