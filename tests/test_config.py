@@ -228,10 +228,10 @@ def test_every_experiment_validates_and_round_trips(name: str) -> None:
         (["optim.weight_decay=-1"], "optim.weight_decay"),
         (["optim.clip_grad_norm=0"], "optim.clip_grad_norm"),
         (["schedule.epochs=0"], "schedule.epochs"),
-        (["schedule.warmup_epochs=6"], "schedule.warmup_epochs"),
+        (["schedule.warmup_epochs=41"], "schedule.warmup_epochs"),
         (["schedule.warmup_init_lr_ratio=2"], "schedule.warmup_init_lr_ratio"),
         (["schedule.type=step", "schedule.decay_epochs=4,2"], "schedule.decay_epochs"),
-        (["schedule.type=step", "schedule.decay_epochs=2,7"], "schedule.decay_epochs"),
+        (["schedule.type=step", "schedule.decay_epochs=2,41"], "schedule.decay_epochs"),
         (["schedule.type=step", "schedule.decay_epochs=0.2,4"], "schedule.warmup_epochs"),
         (["schedule.decay_epochs=2,4"], "schedule.decay_epochs"),  # cosine ignores them
         (["schedule.decay_factor=1"], "schedule.decay_factor"),
