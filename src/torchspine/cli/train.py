@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from torchspine.config import dump_config, list_experiments, load_config, validate_world_size
 from torchspine.engine.build import build_datasets, build_model, build_optimizer, build_schedule, num_classes_for
-from torchspine.engine.checkpoint import CheckpointManager, build_checkpoint, restore_checkpoint
+from torchspine.engine.checkpoint import CheckpointManager, build_checkpoint, restore_rng_state
 from torchspine.engine.distributed import init_distributed, wrap_model
 from torchspine.engine.evaluation import evaluate_detector, format_metrics
 from torchspine.engine.hooks import CheckpointHook, EvalHook, ProgressHook
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def state(t: Trainer) -> dict:
-        loop = t.state_dict()
+        progress = t.progress_state()
         return build_checkpoint(
             model=t.model,
             optimizer=t.optimizer,
@@ -140,8 +140,7 @@ def run(args: argparse.Namespace) -> int:
             scaler=t.scaler if t.scaler.is_enabled() else None,
             config=dataclasses.asdict(cfg),
             metrics=getattr(t, "metrics", None),
-            loop=loop["loop"],
-            hooks=loop["hooks"],
+            **progress,
         )
 
     eval_every = max(1, math.ceil(cfg.train.eval_every_epochs * steps_per_epoch))
@@ -151,29 +150,14 @@ def run(args: argparse.Namespace) -> int:
         CheckpointHook(manager, cfg.train.checkpoint_every_steps, state, stop, enabled=dist_info.is_main),
     ]
     if args.resume:
-        latest = manager.latest()
-        if latest is None:
+        try:
+            ckpt = manager.load()  # the newest checkpoint that loads and validates, read once
+        except FileNotFoundError:
             logger.warning("--resume: no valid checkpoint in %s; starting from scratch", manager.directory)
         else:
-            ckpt = manager.load(latest)
-            restore_checkpoint(
-                ckpt,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=trainer.scaler if trainer.scaler.is_enabled() else None,
-            )
-            trainer.load_state_dict(
-                {
-                    "model": ckpt["model"],
-                    "optimizer": ckpt["optimizer"],
-                    "scheduler": ckpt["scheduler"],
-                    "scaler": ckpt["scaler"],
-                    "loop": ckpt["loop"],
-                    "hooks": ckpt["hooks"],
-                }
-            )
-            logger.info("resumed from %s (step %d)", latest, trainer.step)
+            trainer.load_state_dict(ckpt)  # model, optimizer, scheduler, scaler, loop and hooks
+            restore_rng_state(ckpt["rng"])
+            logger.info("resumed from step %d in %s", trainer.step, manager.directory)
     with stop:
         trainer.train()
     if dist_info.is_main:

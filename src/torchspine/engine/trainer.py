@@ -150,6 +150,18 @@ class Trainer:
 
     # -- state ----------------------------------------------------------------------------------------------------
 
+    def progress_state(self) -> dict[str, Any]:
+        """The loop's own position (step, epoch, batches into the epoch, non-finite streak) and the hooks' states."""
+        return {
+            "loop": {
+                "step": self.step,
+                "epoch": self.epoch,
+                "position": self.position,
+                "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            },
+            "hooks": [hook.state_dict() for hook in self.hooks],
+        }
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the run exactly (model, optimizer, scheduler, scaler, loop, hooks)."""
         model = self.model.module if hasattr(self.model, "module") else self.model
@@ -158,13 +170,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "loop": {
-                "step": self.step,
-                "epoch": self.epoch,
-                "position": self.position,
-                "nonfinite_in_a_row": self.nonfinite_in_a_row,
-            },
-            "hooks": [hook.state_dict() for hook in self.hooks],
+            **self.progress_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
