@@ -72,3 +72,57 @@ def test_two_processes_equal_one(tmp_path):
         if key.endswith("num_batches_tracked"):
             continue
         torch.testing.assert_close(double["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+class _Oracle(nn.Module):
+    """A fake detector that answers from the ground truth for even image ids and guesses for odd ones.
+
+    Its AP lies strictly between 0 and 1 and depends on every image, so an evaluation that lost or duplicated a
+    process's share of the images would score differently.
+    """
+
+    def __init__(self, answers: dict[float, tuple[int, dict[str, torch.Tensor]]]) -> None:
+        super().__init__()
+        self.answers = answers
+        self.anchor = nn.Parameter(torch.zeros(()))  # so that .to()/.eval() behave like a model
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        outputs = []
+        for image in images:
+            image_id, target = self.answers[round(float(image.sum()), 2)]
+            if image_id % 2 == 0:
+                boxes, labels = target["boxes"], target["labels"]
+            else:
+                boxes, labels = torch.tensor([[0.0, 0.0, 20.0, 20.0]]), torch.tensor([1])
+            outputs.append({"boxes": boxes, "labels": labels, "scores": torch.linspace(0.9, 0.5, len(labels))})
+        return outputs
+
+
+def _evaluate(rank: int, world_size: int, port: int, root: str, out: dict) -> None:
+    from torchspine.data import build_dataset
+    from torchspine.engine.evaluation import evaluate_detector
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if world_size > 1:
+        dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    dataset = build_dataset(root, "val")
+    answers = {round(float(image.sum()), 2): (target["image_id"], target) for image, target in dataset}
+    assert len(answers) == len(dataset)  # image sums identify the images
+    metrics = evaluate_detector(_Oracle(answers), dataset, batch_size=2, progress=False, distributed=world_size > 1)
+    out[rank] = metrics["bbox"]
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+def test_distributed_evaluation_equals_single_process(tmp_path):
+    from torchspine.data import make_demo_dataset
+
+    make_demo_dataset(tmp_path, num_train=1, num_val=7, image_size=96)
+    single: dict = {}
+    _evaluate(0, 1, _free_port(), str(tmp_path), single)
+    assert 0.2 < single[0]["AP"] < 0.9
+    with mp.Manager() as manager:
+        shared = manager.dict()
+        mp.spawn(_evaluate, args=(2, _free_port(), str(tmp_path), shared), nprocs=2, join=True)
+        double = dict(shared)
+    assert double[0] == single[0] and double[1] == single[0]  # every process gets the whole set's metrics

@@ -48,6 +48,29 @@ def test_train_writes_config_metrics_and_checkpoints(data, tmp_path):
     assert (tmp_path / "checkpoints" / "best.pt").exists()
 
 
+def test_run_writes_tensorboard_scalars_and_a_self_describing_model(data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from torchspine.engine.metrics import read_jsonl
+    from torchspine.models.detection.load import load_detector
+
+    assert _train(data, tmp_path, "--set", "train.max_steps=4", "--set", "train.log_every=2") == 0
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"train/loss", "train/lr", "bbox/AP"} <= set(scalars)
+    logged = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "loss" in r]
+    assert [e.step for e in events.Scalars("train/loss")] == [r["step"] for r in logged] == [2, 4]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([r["loss"] for r in logged])
+
+    # model.safetensors rebuilds the trained detector with no flags and holds the final checkpoint's weights.
+    detector = load_detector(tmp_path / "model.safetensors")
+    final = load_checkpoint(tmp_path / "checkpoints" / "ckpt-00000004.pt")["model"]
+    assert detector.transform.image_size == 256 and detector.head.num_classes == 6
+    for key, value in detector.state_dict().items():
+        torch.testing.assert_close(value, final[key], rtol=0, atol=0, msg=key)
+
+
 def test_resume_matches_an_uninterrupted_run(data, tmp_path):
     assert _train(data, tmp_path / "full", "--set", "train.max_steps=5") == 0
     assert _train(data, tmp_path / "split", "--set", "train.max_steps=3") == 0

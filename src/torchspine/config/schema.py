@@ -158,6 +158,7 @@ class TrainCfg:
         eval_every_epochs: epochs between evaluations (fractions allowed for short runs).
         checkpoint_every_steps: optimizer steps between checkpoints.
         keep_last: checkpoints kept on disk (older ones are deleted).
+        tensorboard: also write the logged numbers as TensorBoard scalars (``<run>/tensorboard``).
         max_steps: stop after this many optimizer steps (smoke runs); None trains for the whole schedule. The LR
             schedule still follows `ScheduleCfg.epochs`, so a truncated run is a prefix of the real one.
     """
@@ -171,6 +172,7 @@ class TrainCfg:
     eval_every_epochs: float = 10.0
     checkpoint_every_steps: int = 1000
     keep_last: int = 3
+    tensorboard: bool = True
     max_steps: int | None = None
 
 

@@ -59,3 +59,27 @@ def all_reduce_mean(value: float) -> float:
     tensor = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(tensor)
     return float(tensor.item()) / dist.get_world_size()
+
+
+def is_main_process() -> bool:
+    """Rank 0 of the default process group, or the only process."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def gather_to_all(obj: object) -> list[object]:
+    """Every process's `obj`, in rank order, on every process (``[obj]`` in a single process).
+
+    For small per-rank results (COCO detections of a validation shard); tensors should use ``all_gather``.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def shard_indices(num_items: int) -> range:
+    """This process's share of ``range(num_items)`` (every ``world_size``-th item from its rank; all of it alone)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return range(num_items)
+    return range(dist.get_rank(), num_items, dist.get_world_size())

@@ -37,8 +37,10 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
+
+from torchspine.engine.distributed import gather_to_all, is_main_process, shard_indices
 
 __all__ = [
     "AP_NAMES",
@@ -104,6 +106,8 @@ def to_coco_results(
         image_ids: the COCO image id of each output, in the same order.
         with_masks: also write ``segmentation`` (compressed RLE) from ``masks``.
         mask_threshold: probability above which a mask pixel is foreground.
+        distributed: share the images out among the processes of the default process group (no effect without
+            one).
 
     Returns:
         One dict per detection: ``image_id``, ``category_id``, ``bbox`` as ``[x, y, w, h]`` floats, ``score`` and,
@@ -313,8 +317,13 @@ def evaluate_detector(
     progress: bool = True,
     num_workers: int = 0,
     mask_threshold: float = 0.5,
+    distributed: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Run a detector over a COCO data set and score it with pycocotools.
+
+    With ``distributed=True`` inside a ``torch.distributed`` process group, each process runs every
+    ``world_size``-th image, the COCO results are gathered, and every process scores the whole set (so all return
+    the same metrics and each can act on them, e.g. the main process picking the best checkpoint).
 
     Args:
         model: a torchvision-style detector whose ``labels`` are the data set's COCO category ids. It is moved to
@@ -327,10 +336,13 @@ def evaluate_detector(
         batch_size: images per forward pass.
         device: where the model runs.
         with_masks: evaluate mask AP too; ``None`` decides from whether the model's outputs have ``masks``.
-        results_file: also write the COCO results as JSON here (loadable by ``coco_evaluate`` and pycocotools).
+        results_file: also write the COCO results as JSON here, from the main process (loadable by
+            ``coco_evaluate`` and pycocotools).
         progress: show a tqdm progress bar.
         num_workers: ``DataLoader`` worker processes for image decoding.
         mask_threshold: probability above which a mask pixel is foreground.
+        distributed: share the images out among the processes of the default process group (no effect without
+            one).
 
     Returns:
         The ``coco_evaluate`` metrics for ``bbox`` and, with masks, ``segm``.
@@ -339,6 +351,9 @@ def evaluate_detector(
     num_images = len(dataset)  # type: ignore[arg-type]
     if num_images == 0:
         raise ValueError("the dataset is empty: nothing to evaluate")
+    if distributed:
+        dataset = Subset(dataset, list(shard_indices(num_images)))
+        num_images = len(dataset)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
     results: list[dict[str, Any]] = []
     image_ids: list[int] = []
@@ -361,7 +376,12 @@ def evaluate_detector(
                 bar.update(len(ids))
     finally:
         model.train(was_training)
-    if results_file is not None:
+    if distributed:
+        shards = gather_to_all((results, image_ids, with_masks))
+        results = [r for shard_results, _, _ in shards for r in shard_results]
+        image_ids = [i for _, shard_ids, _ in shards for i in shard_ids]
+        with_masks = any(shard_masks for _, _, shard_masks in shards)
+    if results_file is not None and is_main_process():
         path = Path(results_file)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results))

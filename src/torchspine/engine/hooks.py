@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from torchspine.engine.checkpoint import CheckpointManager
+from torchspine.engine.metrics import MetricsLog
 from torchspine.engine.signals import GracefulExit
 from torchspine.engine.trainer import Hook, Trainer
 
@@ -20,17 +19,17 @@ logger = logging.getLogger(__name__)
 
 
 class ProgressHook(Hook):
-    """A progress bar (loss, LR, images/s, ETA) and one JSON line of metrics every `log_every` steps.
+    """A progress bar (loss, LR, images/s, ETA) and one metrics record (JSONL + TensorBoard) every `log_every` steps.
 
     Args:
-        jsonl: the metrics file (appended to, so a resumed run continues it).
+        log: where the records go (appended to, so a resumed run continues it).
         images_per_step: global images per optimisation step (for the throughput).
         log_every: steps between JSON lines.
         enabled: False on non-main processes.
     """
 
-    def __init__(self, jsonl: Path, images_per_step: int, log_every: int = 20, enabled: bool = True) -> None:
-        self.jsonl, self.images_per_step, self.log_every, self.enabled = jsonl, images_per_step, log_every, enabled
+    def __init__(self, log: MetricsLog, images_per_step: int, log_every: int = 20, enabled: bool = True) -> None:
+        self.log, self.images_per_step, self.log_every, self.enabled = log, images_per_step, log_every, enabled
         self._bar: tqdm | None = None
         self._last: tuple[float, int] = (0.0, 0)
 
@@ -58,16 +57,9 @@ class ProgressHook(Hook):
             now, step = time.perf_counter(), trainer.step
             rate = (step - self._last[1]) * self.images_per_step / max(now - self._last[0], 1e-9)
             self._last = (now, step)
-            record = {
-                "step": step,
-                "epoch": trainer.epoch,
-                "lr": trainer.lr,
-                "loss": total,
-                "images_per_s": rate,
-                **losses,
-            }
-            with self.jsonl.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            self.log.write(
+                step, {"epoch": trainer.epoch, "lr": trainer.lr, "loss": total, "images_per_s": rate, **losses}
+            )
             if self._bar.disable:  # no terminal: one log line instead of the bar
                 eta = (trainer.max_steps - step) * self.images_per_step / max(rate, 1e-9)
                 logger.info(
@@ -86,16 +78,24 @@ class ProgressHook(Hook):
 
 
 class EvalHook(Hook):
-    """Evaluate every `every_steps` and at the end; the metrics go to the JSONL file and to ``trainer.metrics``."""
+    """Evaluate every `every_steps` and at the end; the metrics go to the metrics log and to ``trainer.metrics``.
+
+    `evaluate` runs on every process (distributed evaluation shares the images out); only the main process
+    (``enabled``) records the result.
+    """
 
     def __init__(
-        self, evaluate: Callable[[], dict[str, dict[str, float]]], every_steps: int, jsonl: Path, enabled: bool = True
+        self,
+        evaluate: Callable[[], dict[str, dict[str, float]]],
+        every_steps: int,
+        log: MetricsLog,
+        enabled: bool = True,
     ) -> None:
-        self.evaluate, self.every_steps, self.jsonl, self.enabled = evaluate, every_steps, jsonl, enabled
+        self.evaluate, self.every_steps, self.log, self.enabled = evaluate, every_steps, log, enabled
         self.last_step = -1
 
     def _run(self, trainer: Trainer) -> None:
-        if not self.enabled or self.last_step == trainer.step:
+        if self.last_step == trainer.step:
             return
         # Evaluation must not perturb training randomness (its DataLoader draws worker seeds from the global RNG),
         # or a run that evaluated at a step would diverge from one resumed there.
@@ -104,8 +104,9 @@ class EvalHook(Hook):
         flat = {f"{kind}/{name}": value for kind, values in metrics.items() for name, value in values.items()}
         trainer.metrics = flat
         self.last_step = trainer.step
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps({"step": trainer.step, "epoch": trainer.epoch, **flat}) + "\n")
+        if not self.enabled:
+            return
+        self.log.write(trainer.step, {"epoch": trainer.epoch, **flat})
         logger.info("step %d: %s", trainer.step, {k: round(v, 4) for k, v in flat.items() if k.endswith("AP")})
 
     def after_step(self, trainer: Trainer, losses: Mapping[str, float] | None) -> None:

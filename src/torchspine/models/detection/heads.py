@@ -121,6 +121,7 @@ class RetinaNetHead(nn.Module):
         self.num_anchors = num_anchors
         self.num_classes = num_classes
         self.num_levels = num_levels
+        self.num_convs, self.num_filters, self.separable = num_convs, num_filters, separable  # for export metadata
         tower = dict(
             num_convs=num_convs,
             num_filters=num_filters,

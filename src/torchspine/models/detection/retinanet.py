@@ -113,7 +113,8 @@ def build_retinanet(
         backbone_args: `torchspine.create_model` overrides for a named SpineNet (e.g. ``drop_path_rate``,
             ``norm_momentum``, ``act``).
         num_classes: class outputs (the official COCO models: 91, indexed by COCO category id).
-        image_size: square input size (default: the paper's for the backbone); a multiple of 128.
+        image_size: square input size (default: the one recorded in `weights`, else the paper's for the backbone); a
+            multiple of 128.
         num_convs: head tower depth (default: 4; 7 for SpineNet-190).
         num_filters: head width (default: 128 for 49S, 256, 512 for 190, 48/40/24 for the mobile models).
         anchor_size: anchor base size in strides (default: 3; 4 for SpineNet-143/190).
@@ -155,7 +156,7 @@ def build_retinanet(
             variant_info(backbone)  # a clear error for unknown names
             backbone = create_model(backbone, **(backbone_args or {}))
     head_meta = (meta or {}).get("head", {})
-    image_size = image_size or defaults.image_size
+    image_size = image_size or (meta or {}).get("image_size") or defaults.image_size  # trained files record it
     num_convs = head_meta.get("num_convs", num_convs or defaults.num_convs)
     num_filters = head_meta.get("num_filters", num_filters or defaults.num_filters)
     separable = head_meta.get("separable", defaults.separable if separable is None else separable)
