@@ -29,14 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
+from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from torchspine.data.image_io import ImageError, read_image
 from torchspine.engine.evaluation import to_coco_results
 from torchspine.visualize import draw_detections, save_png
 
-__all__ = ["IMAGE_EXTENSIONS", "PREDICTIONS_FILE", "collect_images", "predict_images"]
+__all__ = ["IMAGE_EXTENSIONS", "PREDICTIONS_FILE", "collect_images", "predict_images", "save_prediction_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -217,3 +220,54 @@ def predict_images(
         "%d detections on %d images written to %s (%d skipped)", len(results), len(images), out_dir, len(skipped)
     )
     return json_path
+
+
+def save_prediction_grid(
+    model: nn.Module,
+    dataset: Dataset,
+    path: str | Path,
+    *,
+    category_names: Mapping[int, str] | None = None,
+    num_images: int = 8,
+    columns: int = 4,
+    score_threshold: float = 0.4,
+    device: str | torch.device = "cpu",
+) -> Path:
+    """One PNG with the detections on the first `num_images` images of `dataset`, tiled `columns` wide.
+
+    For a quick look at what a detector learned (``torchspine demo`` writes one after training). Images of different
+    sizes are padded (black) to the largest before tiling.
+
+    Args:
+        model: a torchvision-style detector; run in eval mode under ``torch.inference_mode()``.
+        dataset: yields ``(image, target)`` with float ``(3, H, W)`` images in ``[0, 1]`` (the `CocoDetection`
+            contract).
+        path: the PNG to write.
+        category_names: category id -> name for the labels.
+        num_images: images shown (fewer if the data set is smaller).
+        columns: images per row.
+        score_threshold: detections below this score are not drawn.
+        device: where the model runs.
+    """
+    count = min(num_images, len(dataset))  # type: ignore[arg-type]
+    if count == 0:
+        raise ValueError("the dataset is empty: no images to draw")
+    images = [dataset[i][0] for i in range(count)]
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        with torch.inference_mode():
+            outputs = model([image.to(device) for image in images])
+    finally:
+        model.train(was_training)
+    drawn = []
+    for image, output in zip(images, outputs, strict=True):
+        pixels = (image * 255).round().clamp(0, 255).to(torch.uint8)
+        detections = {k: v.cpu() for k, v in output.items()}
+        drawn.append(
+            draw_detections(pixels, detections, category_names=category_names, score_threshold=score_threshold)
+        )
+    height, width = max(d.shape[1] for d in drawn), max(d.shape[2] for d in drawn)
+    padded = [F.pad(d, (0, width - d.shape[2], 0, height - d.shape[1])) for d in drawn]
+    grid = make_grid(torch.stack(padded), nrow=columns, padding=4, pad_value=255)
+    return save_png(grid, path)

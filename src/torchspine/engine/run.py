@@ -6,6 +6,7 @@ Shared by ``torchspine train`` and ``torchspine demo``; the CLI only resolves th
     OUTPUT_DIR/metrics.jsonl         one JSON line per log step and per evaluation
     OUTPUT_DIR/tensorboard/          the same numbers as TensorBoard scalars
     OUTPUT_DIR/checkpoints/          ckpt-<step>.pt (last N) and best.pt (by the evaluation metric)
+    OUTPUT_DIR/detections.json       the latest evaluation's detections, COCO results format
     OUTPUT_DIR/model.safetensors     the final detector with metadata (torchspine eval/predict --weights ...)
 
 Multi-process runs (``torchrun``) train with DDP; every process evaluates its share of the validation images and
@@ -148,6 +149,7 @@ def train_experiment(
             device=device,
             progress=False,
             distributed=dist_info.world_size > 1,
+            results_file=output_dir / "detections.json",
         )
 
     trainer = Trainer(
