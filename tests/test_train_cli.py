@@ -125,3 +125,28 @@ def test_bad_config_fails_before_work(data, tmp_path, capsys, extra, message):
     assert _train(data, tmp_path, *extra) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "kinds"),
+    [
+        (["--set", "model.task=maskrcnn"], {"bbox", "segm"}),
+        (["--set", "train.amp=bf16"], {"bbox"}),  # bf16 autocast on CPU
+        (
+            ["--set", "train.channels_last=true", "--set", "model.backbone=test_spinenet_mobile"]
+            + ["--set", "model.semantics=model_garden"],
+            {"bbox"},
+        ),
+    ],
+    ids=["maskrcnn", "bf16-cpu", "channels-last-mobile"],
+)
+def test_training_variants_run(data, tmp_path, extra, kinds):
+    from torchspine.engine.metrics import read_jsonl
+
+    assert _train(data, tmp_path, "--set", "train.max_steps=3", "--set", "train.log_every=1", *extra) == 0
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    evaluated = {key.split("/")[0] for r in records for key in r if key.endswith("/AP")}
+    assert evaluated == kinds
