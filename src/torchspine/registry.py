@@ -19,7 +19,20 @@ from torchspine.models.spinenet import Semantics, SpineNet
 from torchspine.specs import SPINENET_MOBILE_BLOCKS, SpineNetCfg
 
 _SPINENET_CFG_FIELDS = frozenset(f.name for f in dataclasses.fields(SpineNetCfg))
-_MODEL_ARGS = frozenset({"in_chans", "semantics", "act", "norm_eps", "norm_momentum", "drop_path_rate", "se_gate"})
+_MODEL_ARGS = frozenset(
+    {
+        "in_chans",
+        "semantics",
+        "act",
+        "norm_eps",
+        "norm_momentum",
+        "drop_path_rate",
+        "se_gate",
+        "dropblock_keep_prob",
+        "dropblock_size",
+        "dropblock_min_level",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -173,7 +186,8 @@ def create_model(name: str, *, weights: str | Path | None = None, **overrides: A
             converted with; for a detector or classifier file, its backbone is loaded.
         **overrides: `SpineNetCfg` fields (``endpoints_num_filters``, ``min_level``, ``max_level``, ``blocks``,
             ...) and `SpineNet` arguments (``semantics``, ``act``, ``norm_eps``, ``norm_momentum``,
-            ``drop_path_rate``, ``in_chans``, ``se_gate``). Anything else is an error.
+            ``drop_path_rate``, ``in_chans``, ``se_gate``, ``dropblock_keep_prob``, ``dropblock_size``,
+            ``dropblock_min_level``). Anything else is an error.
 
     Returns:
         The backbone, in train mode, with TF-style random initialisation unless `weights` is given.

@@ -99,10 +99,16 @@ def _retinanet_protocol(backbone: str, protocol: str) -> ExperimentCfg:
     # 190: 0.3 in the tensorflow/tpu protocol-C YAML. The protocol-B alternative in that YAML's header only changes
     # drop connect, activation and steps, so B keeps 0.3 (UNVERIFIED: inferred). Protocol A is the paper's 0.28.
     lr = 0.3 if backbone == "spinenet190" and protocol != "a" else 0.28
+    dropblock: dict = {}
     if protocol == "a":
-        # Paper protocol A: 250 epochs, 5-epoch warm-up, scale [0.8, 1.2], ReLU. UNVERIFIED: DropBlock is not
-        # implemented (so not configurable), and gradient clipping 10 is assumed from the TPU base config.
+        # Paper protocol A: 250 epochs, 5-epoch warm-up, scale [0.8, 1.2], ReLU, DropBlock. UNVERIFIED: gradient
+        # clipping 10 is assumed from the TPU base config, and so are the DropBlock values: no official config
+        # enables it (tensorflow/tpu hard-codes it off in SpineNet, and its RetinaNet configs default to none). So:
+        # keep_prob 0.9 (assumed), size 7 (the default of tensorflow/tpu's ImageNet ResNet config), on every block
+        # (the TPU detection ResNet applies it to all block groups), constant over training (see
+        # `torchspine.layers.drop`).
         epochs, warmup, act, dp, scale = 250.0, 5.0, "relu", 0.0, (0.8, 1.2)
+        dropblock = {"dropblock_keep_prob": 0.9, "dropblock_size": 7, "dropblock_min_level": 2}
     elif protocol == "b":
         # Header comments of the TPU YAMLs: no drop connect, ReLU, 162,050 steps (350 epochs). UNVERIFIED: the
         # 143/190 protocol-B scale jitter; the paper's protocol B range [0.5, 2.0] is used.
@@ -116,7 +122,13 @@ def _retinanet_protocol(backbone: str, protocol: str) -> ExperimentCfg:
         scale = (0.1, 1.9) if big else (0.5, 2.0)
     return derive(
         _retinanet_base(),
-        model={"backbone": backbone, "image_size": _RETINANET_SIZES[backbone], "act": act, "drop_path_rate": dp},
+        model={
+            "backbone": backbone,
+            "image_size": _RETINANET_SIZES[backbone],
+            "act": act,
+            "drop_path_rate": dp,
+            **dropblock,
+        },
         data={"scale_min": scale[0], "scale_max": scale[1]},
         optim={"lr_per_256": lr},
         schedule=_step_schedule(epochs, lr, warmup),

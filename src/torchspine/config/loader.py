@@ -146,6 +146,7 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
 
     m, d, o, s, t, e = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.train, cfg.eval
     # --- model
+    family = None
     if m.backbone in RESNET_BACKBONES:
         check(m.task != "classification", "model.backbone", f"{m.backbone} is a detection backbone (FPN outputs)")
         check((m.min_level, m.max_level) == (3, 7), "model.min_level", "ResNet-FPN baselines produce P3-P7 only")
@@ -155,6 +156,7 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
         except ValueError as exc:
             problems.append(f"model.backbone: {exc} (or one of {', '.join(RESNET_BACKBONES)})")
         else:
+            family = info.cfg.family
             if m.min_level <= m.max_level:  # the order itself is reported below
                 try:
                     validate_blocks(info.cfg.blocks, m.min_level, m.max_level, info.cfg.family)
@@ -174,6 +176,20 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
         m.act is None or m.act in ACTIVATIONS, "model.act", f"unknown activation {m.act!r}; use {sorted(ACTIVATIONS)}"
     )
     check(0.0 <= m.drop_path_rate < 1.0, "model.drop_path_rate", f"must be in [0, 1), got {m.drop_path_rate}")
+    if m.dropblock_keep_prob is not None:
+        kp = m.dropblock_keep_prob
+        check(0.0 < kp <= 1.0, "model.dropblock_keep_prob", f"must be in (0, 1] or none, got {kp}")
+        check(
+            m.backbone not in RESNET_BACKBONES and family != "mobile",
+            "model.dropblock_keep_prob",
+            f"DropBlock is only implemented for the ResNet-block SpineNets, not {m.backbone}",
+        )
+    check(
+        m.dropblock_size >= 1 and m.dropblock_size % 2 == 1,
+        "model.dropblock_size",
+        f"must be odd and >= 1, got {m.dropblock_size}",
+    )
+    check(m.dropblock_min_level >= 2, "model.dropblock_min_level", f"must be >= 2, got {m.dropblock_min_level}")
     # NOTE: TF's BN momentum 0.99 is PyTorch's 0.01; a value above 0.5 is almost surely the TF convention.
     check(
         0.0 < m.norm_momentum <= 0.5,

@@ -55,6 +55,10 @@ class ModelCfg:
         min_level: lowest feature level fed to the head (stride ``2**min_level``). The single source of truth: the
             builder writes it into the backbone config and the head (TF keeps two copies; we do not).
         max_level: highest feature level.
+        dropblock_keep_prob: DropBlock keep probability in (0, 1] for SpineNet's residual/bottleneck blocks (paper
+            protocol A); None (default) disables it, as in both official SpineNets. Not for ResNet-FPN or mobile.
+        dropblock_size: DropBlock block size, odd.
+        dropblock_min_level: lowest block level that gets DropBlock (2: every block, stem groups included).
     """
 
     task: Task = "retinanet"
@@ -68,6 +72,9 @@ class ModelCfg:
     semantics: Semantics = "tpu"
     min_level: int = 3
     max_level: int = 7
+    dropblock_keep_prob: float | None = None
+    dropblock_size: int = 7
+    dropblock_min_level: int = 2
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,12 @@ def build_model(model: ModelCfg, num_classes: int) -> nn.Module:
             backbone_args["act"] = model.act
         if model.norm_eps is not None:
             backbone_args["norm_eps"] = model.norm_eps
+        if model.dropblock_keep_prob is not None:
+            backbone_args.update(
+                dropblock_keep_prob=model.dropblock_keep_prob,
+                dropblock_size=model.dropblock_size,
+                dropblock_min_level=model.dropblock_min_level,
+            )
     if model.task == "retinanet":
         return build_retinanet(
             model.backbone, backbone_args=backbone_args, num_classes=num_classes, image_size=model.image_size

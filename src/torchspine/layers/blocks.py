@@ -3,6 +3,10 @@
 Follow Model Garden ``official/vision/modeling/layers/nn_blocks.py`` (``ResidualBlock``, ``BottleneckBlock``,
 ``InvertedBottleneckBlock``) and tensorflow/tpu ``nn_blocks.py``: no conv biases, no squeeze-excitation in the
 ResNet blocks, BN gammas initialised to one, stochastic depth on the residual branch before the addition.
+
+The optional DropBlock of the residual and bottleneck blocks sits where tensorflow/tpu's ``residual_block`` /
+``bottleneck_block`` apply theirs: after every BatchNorm (+ activation) and on the shortcut (identity or projection);
+off by default, as in both official SpineNets (see `torchspine.layers.drop`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from torchspine.layers.conv import ConvNormAct, NormLayer
-from torchspine.layers.drop import DropPath
+from torchspine.layers.drop import DropBlock, DropPath
 from torchspine.layers.padding import PadMode
 
 ActLayer = Callable[[], nn.Module]
@@ -27,6 +31,11 @@ def _projection(
     return ConvNormAct(
         in_channels, out_channels, 1, stride=stride, norm_layer=norm_layer, act_layer=None, pad_mode=pad_mode
     )
+
+
+def _dropblock(keep_prob: float | None, size: int) -> DropBlock | None:
+    """One stateless DropBlock shared by all positions of a block (fresh masks per call), or None when off."""
+    return None if keep_prob is None else DropBlock(keep_prob, size)
 
 
 class BottleneckBlock(nn.Module):
@@ -48,6 +57,8 @@ class BottleneckBlock(nn.Module):
         stride: int = 1,
         drop_path_rate: float = 0.0,
         pad_mode: PadMode = "symmetric",
+        dropblock_keep_prob: float | None = None,
+        dropblock_size: int = 7,
     ) -> None:
         super().__init__()
         out_channels = width * self.expansion
@@ -59,10 +70,16 @@ class BottleneckBlock(nn.Module):
         self.conv3 = ConvNormAct(width, out_channels, 1, norm_layer=norm_layer, act_layer=None)
         self.drop_path = DropPath(drop_path_rate)
         self.act = act_layer()
+        self.dropblock = _dropblock(dropblock_keep_prob, dropblock_size)
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.shortcut is None else self.shortcut(x)
-        y = self.conv3(self.conv2(self.conv1(x)))
+        db = self.dropblock
+        if db is None:
+            y = self.conv3(self.conv2(self.conv1(x)))
+        else:
+            shortcut = db(shortcut)
+            y = db(self.conv3(db(self.conv2(db(self.conv1(x))))))
         return self.act(self.drop_path(y) + shortcut)
 
 
@@ -81,6 +98,8 @@ class ResidualBlock(nn.Module):
         stride: int = 1,
         drop_path_rate: float = 0.0,
         pad_mode: PadMode = "symmetric",
+        dropblock_keep_prob: float | None = None,
+        dropblock_size: int = 7,
     ) -> None:
         super().__init__()
         self.shortcut = _projection(in_channels, width, stride, norm_layer, pad_mode)
@@ -90,10 +109,16 @@ class ResidualBlock(nn.Module):
         self.conv2 = ConvNormAct(width, width, 3, norm_layer=norm_layer, act_layer=None)
         self.drop_path = DropPath(drop_path_rate)
         self.act = act_layer()
+        self.dropblock = _dropblock(dropblock_keep_prob, dropblock_size)
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.shortcut is None else self.shortcut(x)
-        y = self.conv2(self.conv1(x))
+        db = self.dropblock
+        if db is None:
+            y = self.conv2(self.conv1(x))
+        else:
+            shortcut = db(shortcut)
+            y = db(self.conv2(db(self.conv1(x))))
         return self.act(self.drop_path(y) + shortcut)
 
 

@@ -99,6 +99,14 @@ class SpineNet(nn.Module):
         drop_path_rate: initial stochastic-depth rate; block i of N (1-based) drops its residual branches with
             ``rate * i / N`` during training, as in both official implementations. Stem blocks never drop.
         se_gate: gate of the mobile blocks' squeeze-excitation; Model Garden's ``"hard_sigmoid"`` by default.
+        dropblock_keep_prob: DropBlock keep probability in (0, 1] (the paper's protocol A), or None (default) for
+            none, as both official SpineNets (tensorflow/tpu hard-codes it off). When set, every residual and
+            bottleneck block at level >= `dropblock_min_level` applies `torchspine.layers.drop.DropBlock` where
+            tensorflow/tpu's ResNet blocks do: after each BatchNorm and on the shortcut. UNVERIFIED extension: no
+            official SpineNet code runs it. Constant over training, as in the tensorflow/tpu detection code.
+        dropblock_size: DropBlock block size (odd).
+        dropblock_min_level: lowest block level that gets DropBlock. 2 (default) means every block including the
+            stem groups, as the tensorflow/tpu detection ResNet applies it to all four groups (levels 2-5).
     """
 
     def __init__(
@@ -112,6 +120,9 @@ class SpineNet(nn.Module):
         norm_momentum: float | None = None,
         drop_path_rate: float = 0.0,
         se_gate: str = "hard_sigmoid",
+        dropblock_keep_prob: float | None = None,
+        dropblock_size: int = 7,
+        dropblock_min_level: int = 2,
     ) -> None:
         super().__init__()
         if semantics not in SEMANTICS:
@@ -124,6 +135,13 @@ class SpineNet(nn.Module):
             )
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate={drop_path_rate}: expected a value in [0, 1)")
+        if dropblock_keep_prob is not None:
+            if cfg.family == "mobile":
+                raise ValueError("dropblock_keep_prob: DropBlock is only available for the ResNet-block SpineNets")
+            if not 0.0 < dropblock_keep_prob <= 1.0:
+                raise ValueError(f"dropblock_keep_prob={dropblock_keep_prob}: expected a value in (0, 1]")
+            if dropblock_size < 1 or dropblock_size % 2 == 0:
+                raise ValueError(f"dropblock_size={dropblock_size}: expected an odd size >= 1")
         numerics = SEMANTICS[semantics]
         self.cfg = cfg
         self.plan: GraphPlan = plan_graph(cfg)
@@ -133,6 +151,9 @@ class SpineNet(nn.Module):
         self.norm_eps = numerics.norm_eps if norm_eps is None else norm_eps
         self.norm_momentum = numerics.norm_momentum if norm_momentum is None else norm_momentum
         self.drop_path_rate = drop_path_rate
+        self.dropblock_keep_prob = dropblock_keep_prob
+        self.dropblock_size = dropblock_size
+        self.dropblock_min_level = dropblock_min_level
         act_layer = get_act_layer(act)
         norm_layer: NormLayer = partial(nn.BatchNorm2d, eps=self.norm_eps, momentum=self.norm_momentum)
         self._pad_mode = numerics.pad_mode
@@ -193,6 +214,9 @@ class SpineNet(nn.Module):
         common = dict(
             norm_layer=self._norm_layer, act_layer=self._act_layer, drop_path_rate=rate, pad_mode=self._pad_mode
         )
+        dropblock = {}
+        if self.dropblock_keep_prob is not None and node.level >= self.dropblock_min_level:
+            dropblock = dict(dropblock_keep_prob=self.dropblock_keep_prob, dropblock_size=self.dropblock_size)
         blocks: list[nn.Module] = []
         for r in range(self.cfg.block_repeats):
             in_ch = node.in_channels if r == 0 else node.out_channels
@@ -210,9 +234,9 @@ class SpineNet(nn.Module):
                     )
                 )
             elif node.block_fn == "bottleneck":
-                blocks.append(BottleneckBlock(in_ch, node.width, stride=stride, **common))
+                blocks.append(BottleneckBlock(in_ch, node.width, stride=stride, **common, **dropblock))
             else:
-                blocks.append(ResidualBlock(in_ch, node.width, stride=stride, **common))
+                blocks.append(ResidualBlock(in_ch, node.width, stride=stride, **common, **dropblock))
         return nn.Sequential(*blocks)
 
     def _resample(self, parent: ParentPlan) -> nn.Module:
@@ -312,4 +336,9 @@ class SpineNet(nn.Module):
             f"family={c.family}, levels={c.min_level}..{c.max_level}, endpoints={c.endpoints_num_filters}, "
             f"scale={c.filter_size_scale}, alpha={c.resample_alpha}, repeats={c.block_repeats}, "
             f"semantics={self.semantics}, act={self.act_name}, bn_eps={self.norm_eps}"
+        ) + (
+            ""
+            if self.dropblock_keep_prob is None
+            else f", dropblock(keep_prob={self.dropblock_keep_prob}, size={self.dropblock_size}, "
+            f"min_level={self.dropblock_min_level})"
         )
