@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader
 from torchspine.config import dump_config, list_experiments, load_config, validate_world_size
 from torchspine.engine.build import build_datasets, build_model, build_optimizer, build_schedule, num_classes_for
 from torchspine.engine.checkpoint import CheckpointManager, build_checkpoint, restore_rng_state
+from torchspine.engine.classification_eval import CLS_METRIC_NAMES, evaluate_classifier
 from torchspine.engine.distributed import init_distributed, wrap_model
-from torchspine.engine.evaluation import evaluate_detector, format_metrics
+from torchspine.engine.evaluation import AP_NAMES, evaluate_detector, format_metrics
 from torchspine.engine.hooks import CheckpointHook, EvalHook, ProgressHook
 from torchspine.engine.signals import GracefulExit
 from torchspine.engine.trainer import ResumableSampler, Trainer
@@ -35,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train", help="train a detector (paper recipes, resume, DDP via torchrun)", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--experiment", help="registered experiment (see --list)")
-    p.add_argument("--data", help="COCO-layout folder or instances JSON (default: the built-in demo data)")
+    p.add_argument("--data", help="COCO folder or JSON; ImageFolder root for classification (default: demo data)")
     p.add_argument("--config", action="append", default=[], type=Path, help="YAML deltas, applied in order")
     p.add_argument(
         "--set",
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.output_dir or Path(".")
     _seed_everything(cfg.train.seed + dist_info.rank)
     train_set, val_set = build_datasets(cfg.data, cfg.model, Path.home() / ".cache" / "torchspine")
-    model = build_model(cfg.model, num_classes_for(cfg, train_set))
+    model = build_model(cfg.model, num_classes_for(cfg, train_set), label_smoothing=cfg.schedule.label_smoothing)
     if args.dry_run:
         print(model)
         return 0
@@ -104,7 +105,11 @@ def run(args: argparse.Namespace) -> int:
     max_steps = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps
     model = wrap_model(model, dist_info, device)
     stop = GracefulExit()
-    manager = CheckpointManager(out / "checkpoints", keep_last=cfg.train.keep_last, best_metric="bbox/AP")
+    # The task decides the evaluation, the metric that picks best.pt, and the summary table's columns.
+    classifying = cfg.model.task == "classification"
+    evaluate_fn = evaluate_classifier if classifying else evaluate_detector
+    best_metric, summary_columns = ("cls/top1", CLS_METRIC_NAMES) if classifying else ("bbox/AP", AP_NAMES)
+    manager = CheckpointManager(out / "checkpoints", keep_last=cfg.train.keep_last, best_metric=best_metric)
     metrics_file = out / "metrics.jsonl"
     inner = getattr(model, "module", model)
 
@@ -114,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             if cfg.eval.max_images is None
             else torch.utils.data.Subset(val_set, range(min(cfg.eval.max_images, len(val_set))))
         )
-        return evaluate_detector(inner, subset, batch_size=cfg.eval.batch_size, device=device, progress=False)
+        return evaluate_fn(inner, subset, batch_size=cfg.eval.batch_size, device=device, progress=False)
 
     trainer = Trainer(
         model,
@@ -168,5 +173,5 @@ def run(args: argparse.Namespace) -> int:
             for key, value in metrics.items():
                 kind, name = key.split("/", 1)
                 nested.setdefault(kind, {})[name] = value
-            print(format_metrics(nested))
+            print(format_metrics(nested, columns=summary_columns))
     return 0

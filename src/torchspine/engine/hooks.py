@@ -106,7 +106,8 @@ class EvalHook(Hook):
         self.last_step = trainer.step
         with self.jsonl.open("a") as f:
             f.write(json.dumps({"step": trainer.step, "epoch": trainer.epoch, **flat}) + "\n")
-        logger.info("step %d: %s", trainer.step, {k: round(v, 4) for k, v in flat.items() if k.endswith("AP")})
+        headline = {k: round(v, 4) for k, v in flat.items() if k.endswith(("AP", "top1"))}
+        logger.info("step %d: %s", trainer.step, headline)
 
     def after_step(self, trainer: Trainer, losses: Mapping[str, float] | None) -> None:
         if self.every_steps > 0 and trainer.step % self.every_steps == 0 and losses is not None:
