@@ -297,7 +297,7 @@ def demo_classification() -> ExperimentCfg:
     """
     return ExperimentCfg(
         model=ModelCfg(task="classification", backbone="test_spinenet", image_size=128, norm_momentum=0.1),
-        data=DataCfg(data=None, scale_min=0.35, scale_max=1.0, hflip=True, num_workers=1),
+        data=DataCfg(data=None, scale_min=0.35, scale_max=1.0, hflip=True, num_workers=0),
         optim=OptimCfg(optimizer="adamw", lr_per_256=0.032, momentum=0.9, weight_decay=1e-4, clip_grad_norm=10.0),
         schedule=ScheduleCfg(
             type="cosine",
