@@ -295,10 +295,10 @@ def demo_classification() -> ExperimentCfg:
     [0.08, 1] (a crop must still show the shape), and BN momentum 0.1 so statistics settle within a few hundred
     steps.
 
-    NOT YET TUNED (measured on a 2-core CPU shared with other jobs, OMP_NUM_THREADS=1, ~0.6 s of CPU per step):
-    training loss only starts to leave chance (ln 5 = 1.61) after ~100 steps and is ~1.5 at step 200, and val
-    top-1 is 0.20 / 0.20 / 0.28 at steps 100 / 200 / 300 of 400 (chance 0.20). It does not yet "learn clearly in a
-    few minutes"; the lr / crop range / step count need another round (see the task report).
+    NOT YET TUNED (measured on a 2-core CPU shared with other jobs, OMP_NUM_THREADS=1, ~0.5 s of CPU per step):
+    the training loss only starts to leave chance (ln 5 = 1.61) after ~100 steps and is ~1.5 at step 200; val
+    top-1 is 0.20 / 0.20 / 0.28 / 0.30 at steps 100 / 200 / 300 / 400 (chance 0.20), in 12.9 min wall-clock and
+    3.5 min of CPU. It does not yet "learn clearly in a few minutes"; lr, crop range and length need another round.
     """
     return ExperimentCfg(
         model=ModelCfg(task="classification", backbone="test_spinenet", image_size=128, norm_momentum=0.1),
