@@ -16,7 +16,8 @@ import torch
 from torchspine.config import dump_config, list_experiments, load_config, validate_world_size
 from torchspine.engine.build import build_datasets, build_model, num_classes_for
 from torchspine.engine.distributed import init_distributed
-from torchspine.engine.evaluation import format_metrics
+from torchspine.engine.classification_eval import CLS_METRIC_NAMES
+from torchspine.engine.evaluation import AP_NAMES, format_metrics
 from torchspine.engine.run import CACHE_DIR, train_experiment
 
 logger = logging.getLogger(__name__)
@@ -24,10 +25,10 @@ logger = logging.getLogger(__name__)
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a detector (paper recipes, resume, DDP via torchrun)", description=__doc__.split("\n\n")[0]
+        "train", help="train a detector or classifier (paper recipes, resume, DDP via torchrun)", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--experiment", help="registered experiment (see --list)")
-    p.add_argument("--data", help="COCO-layout folder or instances JSON (default: the built-in demo data)")
+    p.add_argument("--data", help="COCO folder or JSON; ImageFolder root for classification (default: demo data)")
     p.add_argument("--config", action="append", default=[], type=Path, help="YAML deltas, applied in order")
     p.add_argument(
         "--set",
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         validate_world_size(cfg, init_distributed(torch.device(args.device).type).world_size)
         print(dump_config(cfg))
         train_set, _ = build_datasets(cfg.data, cfg.model, CACHE_DIR)
-        print(build_model(cfg.model, num_classes_for(cfg, train_set)))
+        print(build_model(cfg.model, num_classes_for(cfg, train_set), label_smoothing=cfg.schedule.label_smoothing))
         return 0
     if args.output_dir is None:
         raise ValueError("--output-dir is required")
@@ -65,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
     if result.dist.is_main:
         print(f"finished at step {result.step}/{result.max_steps} in {result.output_dir}")
         if result.metrics:
-            print(format_metrics(result.nested_metrics))
+            columns = CLS_METRIC_NAMES if cfg.model.task == "classification" else AP_NAMES
+            print(format_metrics(result.nested_metrics, columns=columns))
     return 0

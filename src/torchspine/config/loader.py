@@ -200,6 +200,8 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
     # --- data
     check(d.scale_min > 0, "data.scale_min", f"must be positive, got {d.scale_min}")
     check(d.scale_min <= d.scale_max, "data.scale_min", f"scale_min {d.scale_min} > scale_max {d.scale_max}")
+    if m.task == "classification":  # crop-area fractions for the random-resized crop
+        check(d.scale_max <= 1.0, "data.scale_max", f"a crop-area fraction for classification, got {d.scale_max} > 1")
     check(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
     check(bool(d.train_split), "data.train_split", "must not be empty")
     check(bool(d.val_split), "data.val_split", "must not be empty")

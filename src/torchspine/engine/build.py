@@ -14,10 +14,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from torchspine.config.schema import DataCfg, ExperimentCfg, ModelCfg, OptimCfg, ScheduleCfg
-from torchspine.data.coco import CocoDetection, build_dataset
+from torchspine.data.classification import build_classification_dataset, eval_transform, train_transform
+from torchspine.data.coco import build_dataset
 from torchspine.data.synthetic import make_demo_dataset
+from torchspine.data.synthetic_classification import make_demo_classification_dataset
 from torchspine.data.transforms import Compose, RandomHorizontalFlip, RandomResizeCrop
 from torchspine.engine.trainer import warmup_step_schedule
+from torchspine.models.classifier import create_classifier
+from torchspine.models.classifier_train import TrainableClassifier
 from torchspine.models.detection.mask_rcnn import build_mask_rcnn
 from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES
 from torchspine.models.detection.retinanet import build_retinanet
@@ -31,8 +35,36 @@ def demo_data_dir(cache: Path) -> Path:
     return root
 
 
-def build_datasets(data: DataCfg, model: ModelCfg, cache: Path) -> tuple[CocoDetection, CocoDetection]:
-    """Training (official scale-jitter pipeline) and validation (untransformed) COCO-format datasets."""
+def demo_classification_data_dir(cache: Path) -> Path:
+    """The built-in ImageFolder demo data set, generated once into `cache` (a marker file records completion)."""
+    root = cache / "demo_classification_data"
+    if not (root / ".complete").is_file():
+        make_demo_classification_dataset(root)
+        (root / ".complete").write_text("torchspine demo classification data, seed 0\n")
+    return root
+
+
+def build_classification_datasets(data: DataCfg, model: ModelCfg, cache: Path) -> tuple[Dataset, Dataset]:
+    """ImageFolder training (random-resized crop over ``[scale_min, scale_max]`` of the area, flip) and validation
+    (resize and centre crop) datasets; validation labels are tied to the training split's class folders."""
+    root = Path(data.data) if data.data is not None else demo_classification_data_dir(cache)
+    train = build_classification_dataset(
+        root,
+        data.train_split,
+        transform=train_transform(model.image_size, (data.scale_min, data.scale_max), hflip=data.hflip),
+        skip_bad=data.skip_bad,
+    )
+    val = build_classification_dataset(
+        root, data.val_split, transform=eval_transform(model.image_size), skip_bad=data.skip_bad, classes=train.classes
+    )
+    return train, val
+
+
+def build_datasets(data: DataCfg, model: ModelCfg, cache: Path) -> tuple[Dataset, Dataset]:
+    """Training (official scale-jitter pipeline) and validation (untransformed) COCO-format datasets, or the
+    ImageFolder datasets of `build_classification_datasets` for ``task: classification``."""
+    if model.task == "classification":
+        return build_classification_datasets(data, model, cache)
     root = Path(data.data) if data.data is not None else demo_data_dir(cache)
     with_masks = model.task == "maskrcnn"
     steps = [RandomResizeCrop(model.image_size, (data.scale_min, data.scale_max))]
@@ -45,8 +77,9 @@ def build_datasets(data: DataCfg, model: ModelCfg, cache: Path) -> tuple[CocoDet
     return train, val
 
 
-def build_model(model: ModelCfg, num_classes: int) -> nn.Module:
-    """The detector the config describes, with its backbone overrides."""
+def build_model(model: ModelCfg, num_classes: int, *, label_smoothing: float = 0.0) -> nn.Module:
+    """The detector or classifier the config describes, with its backbone overrides; a classifier comes wrapped in
+    `TrainableClassifier` (``model(images, targets)`` -> losses), with `label_smoothing` in its loss."""
     backbone_args: dict = {}
     if model.backbone not in RESNET_FPN_BACKBONES:
         backbone_args = {
@@ -74,7 +107,10 @@ def build_model(model: ModelCfg, num_classes: int) -> nn.Module:
         return build_mask_rcnn(
             model.backbone, backbone_args=backbone_args, num_classes=num_classes, image_size=model.image_size
         )
-    raise ValueError(f"model.task={model.task!r}: `torchspine train` supports retinanet and maskrcnn so far")
+    if model.task == "classification":
+        classifier = create_classifier(model.backbone, num_classes, **backbone_args)
+        return TrainableClassifier(classifier, label_smoothing=label_smoothing)
+    raise ValueError(f"model.task={model.task!r}: expected retinanet, maskrcnn or classification")
 
 
 def build_optimizer(optim: OptimCfg, model: nn.Module, global_batch_size: int) -> torch.optim.Optimizer:
@@ -111,5 +147,5 @@ def build_schedule(
 
 
 def num_classes_for(cfg: ExperimentCfg, dataset: Dataset) -> int:
-    """The config's class count, or the dataset's (largest category id + 1)."""
+    """The config's class count, or the dataset's (COCO: largest category id + 1; ImageFolder: class folders)."""
     return cfg.model.num_classes if cfg.model.num_classes is not None else int(dataset.num_classes)

@@ -107,7 +107,8 @@ class EvalHook(Hook):
         if not self.enabled:
             return
         self.log.write(trainer.step, {"epoch": trainer.epoch, **flat})
-        logger.info("step %d: %s", trainer.step, {k: round(v, 4) for k, v in flat.items() if k.endswith("AP")})
+        headline = {k: round(v, 4) for k, v in flat.items() if k.endswith(("AP", "top1"))}
+        logger.info("step %d: %s", trainer.step, headline)
 
     def after_step(self, trainer: Trainer, losses: Mapping[str, float] | None) -> None:
         if self.every_steps > 0 and trainer.step % self.every_steps == 0 and losses is not None:

@@ -5,9 +5,9 @@ Shared by ``torchspine train`` and ``torchspine demo``; the CLI only resolves th
     OUTPUT_DIR/config.yaml           the resolved config (also inside every checkpoint)
     OUTPUT_DIR/metrics.jsonl         one JSON line per log step and per evaluation
     OUTPUT_DIR/tensorboard/          the same numbers as TensorBoard scalars
-    OUTPUT_DIR/checkpoints/          ckpt-<step>.pt (last N) and best.pt (by the evaluation metric)
-    OUTPUT_DIR/detections.json       the latest evaluation's detections, COCO results format
-    OUTPUT_DIR/model.safetensors     the final detector with metadata (torchspine eval/predict --weights ...)
+    OUTPUT_DIR/checkpoints/          ckpt-<step>.pt (last N) and best.pt (by box AP, or top-1 for classifiers)
+    OUTPUT_DIR/detections.json       detectors: the latest evaluation's detections, COCO results format
+    OUTPUT_DIR/model.safetensors     RetinaNet: the final model with metadata (torchspine eval/predict --weights ...)
 
 Multi-process runs (``torchrun``) train with DDP; every process evaluates its share of the validation images and
 only the main process writes files.
@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchspine.config import ExperimentCfg, dump_config, validate_world_size
 from torchspine.engine.build import build_datasets, build_model, build_optimizer, build_schedule, num_classes_for
 from torchspine.engine.checkpoint import CheckpointManager, build_checkpoint, restore_rng_state
+from torchspine.engine.classification_eval import evaluate_classifier
 from torchspine.engine.distributed import DistInfo, init_distributed, wrap_model
 from torchspine.engine.evaluation import evaluate_detector
 from torchspine.engine.export import export_retinanet
@@ -97,7 +98,7 @@ def train_experiment(
     micro_batch = validate_world_size(cfg, dist_info.world_size)
     _seed_everything(cfg.train.seed + dist_info.rank)
     train_set, val_set = build_datasets(cfg.data, cfg.model, CACHE_DIR)
-    model = build_model(cfg.model, num_classes_for(cfg, train_set))
+    model = build_model(cfg.model, num_classes_for(cfg, train_set), label_smoothing=cfg.schedule.label_smoothing)
     output_dir.mkdir(parents=True, exist_ok=True)
     if dist_info.is_main:
         (output_dir / "config.yaml").write_text(dump_config(cfg))
@@ -124,7 +125,9 @@ def train_experiment(
     model = wrap_model(model, dist_info, device)
     inner = getattr(model, "module", model)
     stop = GracefulExit()
-    manager = CheckpointManager(output_dir / "checkpoints", keep_last=cfg.train.keep_last, best_metric="bbox/AP")
+    classifying = cfg.model.task == "classification"
+    best_metric = "cls/top1" if classifying else "bbox/AP"
+    manager = CheckpointManager(output_dir / "checkpoints", keep_last=cfg.train.keep_last, best_metric=best_metric)
     checkpoint = None
     if resume:
         try:
@@ -138,17 +141,23 @@ def train_experiment(
         purge_step=resume_step,
     )
 
+    distributed = dist_info.world_size > 1
+
     def evaluate() -> dict[str, dict[str, float]]:
         subset = val_set
         if cfg.eval.max_images is not None:
             subset = Subset(val_set, range(min(cfg.eval.max_images, len(val_set))))
+        if classifying:
+            return evaluate_classifier(
+                inner, subset, batch_size=cfg.eval.batch_size, device=device, progress=False, distributed=distributed
+            )
         return evaluate_detector(
             inner,
             subset,
             batch_size=cfg.eval.batch_size,
             device=device,
             progress=False,
-            distributed=dist_info.world_size > 1,
+            distributed=distributed,
             results_file=output_dir / "detections.json",
         )
 
