@@ -134,8 +134,11 @@ def test_bad_config_fails_before_work(data, tmp_path, capsys, extra, message):
         (["--set", "model.task=maskrcnn"], {"bbox", "segm"}),
         (["--set", "train.amp=bf16"], {"bbox"}),  # bf16 autocast on CPU
         (
-            ["--set", "train.channels_last=true", "--set", "model.backbone=test_spinenet_mobile"]
-            + ["--set", "model.semantics=model_garden"],
+            [
+                *("--set", "train.channels_last=true"),
+                *("--set", "model.backbone=test_spinenet_mobile"),
+                *("--set", "model.semantics=model_garden"),
+            ],
             {"bbox"},
         ),
     ],

@@ -15,8 +15,8 @@ import torch
 
 from torchspine.config import dump_config, list_experiments, load_config, validate_world_size
 from torchspine.engine.build import build_datasets, build_model, num_classes_for
-from torchspine.engine.distributed import init_distributed
 from torchspine.engine.classification_eval import CLS_METRIC_NAMES
+from torchspine.engine.distributed import init_distributed
 from torchspine.engine.evaluation import AP_NAMES, format_metrics
 from torchspine.engine.run import CACHE_DIR, train_experiment
 
@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a detector or classifier (paper recipes, resume, DDP via torchrun)", description=__doc__.split("\n\n")[0]
+        "train",
+        help="train a detector or classifier (paper recipes, resume, DDP via torchrun)",
+        description=__doc__.split("\n\n")[0],
     )
     p.add_argument("--experiment", help="registered experiment (see --list)")
     p.add_argument("--data", help="COCO folder or JSON; ImageFolder root for classification (default: demo data)")
