@@ -131,6 +131,11 @@ def test_resnet_fpn_baseline_has_the_same_contract():
     with torch.device("meta"):
         feats = build_retinanet("resnet50_fpn", num_classes=4).backbone(torch.empty(1, 3, 256, 256))
     assert list(feats) == ["p3", "p4", "p5", "p6", "p7"] and feats["p7"].shape[-1] == 2
+    # Trained from scratch like SpineNet: real BatchNorm (torchvision's default FrozenBatchNorm2d is an identity
+    # on random weights), every parameter trainable.
+    norms = [m for m in model.backbone.modules() if "BatchNorm" in type(m).__name__]
+    assert len(norms) == 53 and all(type(m) is torch.nn.BatchNorm2d for m in norms)
+    assert all(p.requires_grad for p in model.parameters())
 
 
 def test_image_size_must_fit_the_levels():

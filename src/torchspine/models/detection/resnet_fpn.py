@@ -2,6 +2,10 @@
 
 torchvision's ResNet and FPN, with P6/P7 from P5 by stride-2 convs (``LastLevelP6P7``, as the official RetinaNet
 baselines) and outputs renamed to ``p3..p7`` so the backbone meets the same contract as `SpineNet`.
+
+The ResNet uses trainable BatchNorm: the paper trains its baselines from scratch with the same recipe as SpineNet
+(synchronized BN). torchvision's ``resnet_fpn_backbone`` defaults to ``FrozenBatchNorm2d``, meant for fine-tuning
+ImageNet weights; with random weights frozen BN is an identity and the ResNet would train without normalisation.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class ResNetFPN(nn.Module):
             weights=None,
             trainable_layers=5,
             returned_layers=[2, 3, 4],
+            norm_layer=nn.BatchNorm2d,
             extra_blocks=LastLevelP6P7(out_channels, out_channels),
         )
         self.out_channels = out_channels
