@@ -24,6 +24,7 @@ from torchspine.engine.checkpoint import CheckpointManager, build_checkpoint, re
 from torchspine.engine.distributed import init_distributed, wrap_model
 from torchspine.engine.evaluation import evaluate_detector, format_metrics
 from torchspine.engine.hooks import CheckpointHook, EvalHook, ProgressHook
+from torchspine.engine.metrics_log import rewind_jsonl
 from torchspine.engine.signals import GracefulExit
 from torchspine.engine.trainer import ResumableSampler, Trainer
 
@@ -158,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
             trainer.load_state_dict(ckpt)  # model, optimizer, scheduler, scaler, loop and hooks
             restore_rng_state(ckpt["rng"])
             logger.info("resumed from step %d in %s", trainer.step, manager.directory)
+        if dist_info.is_main:  # the records of steps this run repeats (and a torn last line) go
+            rewind_jsonl(metrics_file, trainer.step)
     with stop:
         trainer.train()
     if dist_info.is_main:
