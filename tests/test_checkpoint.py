@@ -186,6 +186,23 @@ def test_best_follows_metric_and_survives_pruning(tmp_path, mode, values, best_s
     assert load_checkpoint(restarted.best_path)["step"] == best_step
 
 
+def test_resuming_catches_up_on_a_best_link_a_crash_missed(tmp_path, monkeypatch):
+    manager = CheckpointManager(tmp_path, keep_last=2, best_metric="bbox/AP")
+    manager.save(_state(1), 1, metrics={"bbox/AP": 0.1})
+    # A kill after the step file's rename and before best.pt's: the step file is complete, best.pt is behind.
+    with monkeypatch.context() as patch:
+        patch.setattr(CheckpointManager, "_maybe_update_best", lambda *args: None)
+        manager.save(_state(2), 2, metrics={"bbox/AP": 0.2})
+    assert load_checkpoint(manager.best_path)["step"] == 1
+
+    restarted = CheckpointManager(tmp_path, keep_last=2, best_metric="bbox/AP")
+    assert restarted.load()["step"] == 2  # what a resume does
+    assert load_checkpoint(restarted.best_path)["step"] == 2  # as if the run had never stopped
+    inode = restarted.best_path.stat().st_ino
+    assert CheckpointManager(tmp_path, keep_last=2, best_metric="bbox/AP").load()["step"] == 2
+    assert restarted.best_path.stat().st_ino == inode  # best.pt current: nothing rewritten
+
+
 def test_latest_ignores_and_save_removes_leftover_temporaries(tmp_path):
     manager = CheckpointManager(tmp_path, best_metric=None)
     manager.save(_state(1), 1)

@@ -530,6 +530,12 @@ class CheckpointManager:
         found = self._newest_valid(map_location)
         if found is None:
             raise FileNotFoundError(errno.ENOENT, "no valid checkpoint", str(self.directory))
+        # A crash between writing a step checkpoint and linking best.pt to it leaves best.pt behind; the run that
+        # resumes from that checkpoint never saves it again, so catch up here (a no-op when best.pt is current).
+        try:
+            self._maybe_update_best(found[0], found[1]["metrics"])
+        except OSError as exc:  # e.g. a read-only folder opened for evaluation: best.pt is not essential
+            logger.warning("cannot update %s: %s", self.best_path, exc)
         return found[1]
 
     def _newest_valid(self, map_location: Any = "cpu") -> tuple[Path, dict[str, Any]] | None:

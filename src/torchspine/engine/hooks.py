@@ -111,7 +111,10 @@ class EvalHook(Hook):
         logger.info("step %d: %s", trainer.step, headline)
 
     def after_step(self, trainer: Trainer, losses: Mapping[str, float] | None) -> None:
-        if self.every_steps > 0 and trainer.step % self.every_steps == 0 and losses is not None:
+        # The last step evaluates here, not only in after_train: the checkpoint hook (after this one) then saves
+        # the final checkpoint with the final metrics, and best.pt can pick it.
+        due = self.every_steps > 0 and trainer.step % self.every_steps == 0
+        if losses is not None and (due or trainer.step >= trainer.max_steps):
             self._run(trainer)
 
     def after_train(self, trainer: Trainer) -> None:

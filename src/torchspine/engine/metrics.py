@@ -1,10 +1,11 @@
 """Where a run's numbers go: one JSON line per record (for scripts) and TensorBoard scalars (for people).
 
-Both sinks get the same records, so the JSONL file and the TensorBoard curves cannot disagree. The JSONL file is
-appended to with whole lines, flushed at once: a run killed mid-write leaves at most one torn line, which the
-resumed run terminates (so its own records start on a fresh line) and `read_jsonl` skips. TensorBoard is written
-under ``<run>/tensorboard``; a resumed run opens it with ``purge_step`` so the steps it repeats after its last
-checkpoint replace the old points instead of doubling them.
+Both sinks get the same records, so the JSONL file and the TensorBoard curves cannot disagree. Records are
+appended as whole lines. Checkpoints come only every so often, so after a crash (``kill -9``, OOM killer,
+pre-emption) the file holds records of steps past the newest checkpoint, which the resumed run repeats and logs
+again, and a write cut short by a full disk or power loss can leave a torn last line. On resume, `rewind_jsonl`
+removes both (atomically), so the file of a run that crashed and resumed reads like that of a run that never
+stopped; TensorBoard is opened with ``purge_step`` to the same effect on its curves (``<run>/tensorboard``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,6 @@ class MetricsLog:
 
     def __init__(self, jsonl: Path, tensorboard_dir: Path | None = None, purge_step: int | None = None) -> None:
         self.jsonl = Path(jsonl)
-        if self.jsonl.is_file() and self.jsonl.stat().st_size > 0:
-            with self.jsonl.open("rb+") as f:
-                f.seek(-1, 2)
-                if f.read(1) != b"\n":  # a torn line from a killed run: end it so it stays one bad line
-                    f.write(b"\n")
         self._writer = None
         if tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when asked for
@@ -76,3 +73,55 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             logger.warning("%s:%d: skipping a torn line (a run was killed while writing it)", path, number)
     return records
+
+
+def rewind_jsonl(path: str | os.PathLike, step: int) -> int:
+    """Drop the records of steps after `step`, and any torn or unparseable line, from a JSON-lines metrics file.
+
+    Records without a ``step`` are kept. The file is replaced atomically (temporary file, ``fsync``, rename), so a
+    crash during the rewind leaves the old or the new file, never a shortened one. A missing file is left missing.
+
+    Args:
+        path: the metrics file.
+        step: the step the run resumes from; records of this step and earlier were logged before its checkpoint
+            was written, so they stay.
+
+    Returns:
+        The number of lines removed.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    kept: list[bytes] = []
+    later = unreadable = 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:  # a torn last line (UnicodeDecodeError and JSONDecodeError both derive from ValueError)
+            unreadable += 1
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
+            later += 1
+            continue
+        kept.append(line)
+    # A record that parses but lost its newline is complete; rewriting adds the newline the next append needs.
+    if not later and not unreadable and (not data or data.endswith(b"\n")):
+        return 0
+    tmp = path.with_name(f".{path.name}.tmp")  # one writer per run folder (the main process), so a fixed name
+    with open(tmp, "wb") as f:
+        f.write(b"".join(line + b"\n" for line in kept))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    logger.info(
+        "%s: rewound to step %d (removed %d records of later steps and %d unreadable lines)",
+        path,
+        step,
+        later,
+        unreadable,
+    )
+    return later + unreadable

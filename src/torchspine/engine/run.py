@@ -35,7 +35,7 @@ from torchspine.engine.distributed import DistInfo, init_distributed, wrap_model
 from torchspine.engine.evaluation import evaluate_detector
 from torchspine.engine.export import export_retinanet
 from torchspine.engine.hooks import CheckpointHook, EvalHook, ProgressHook
-from torchspine.engine.metrics import MetricsLog
+from torchspine.engine.metrics import MetricsLog, rewind_jsonl
 from torchspine.engine.signals import GracefulExit
 from torchspine.engine.trainer import ResumableSampler, Trainer
 
@@ -135,6 +135,8 @@ def train_experiment(
         except FileNotFoundError:
             logger.warning("--resume: no valid checkpoint in %s; starting from scratch", manager.directory)
     resume_step = int(checkpoint["loop"]["step"]) if checkpoint is not None else None
+    if resume and dist_info.is_main:  # the records of steps this run repeats (and a torn last line) go
+        rewind_jsonl(output_dir / "metrics.jsonl", resume_step or 0)
     log = MetricsLog(
         output_dir / "metrics.jsonl",
         output_dir / "tensorboard" if cfg.train.tensorboard and dist_info.is_main else None,

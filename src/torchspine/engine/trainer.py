@@ -146,6 +146,9 @@ class Trainer:
         self.position = 0  # batches of the current epoch consumed
         self.nonfinite_in_a_row = 0
         self.should_stop = False
+        # The latest evaluation ({"bbox/AP": ...}), set by the evaluation hook. Part of the state: a checkpoint
+        # written after a resume must carry the same metrics as one written by the uninterrupted run.
+        self.metrics: dict[str, float] = {}
         self._batches: Iterator | None = None
 
     # -- state ----------------------------------------------------------------------------------------------------
@@ -163,13 +166,14 @@ class Trainer:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the run exactly (model, optimizer, scheduler, scaler, loop, hooks)."""
+        """Everything needed to continue the run exactly (model, optimizer, scheduler, scaler, metrics, loop, hooks)."""
         model = self.model.module if hasattr(self.model, "module") else self.model
         return {
             "model": model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "metrics": dict(self.metrics),
             **self.progress_state(),
         }
 
@@ -184,6 +188,7 @@ class Trainer:
         loop = state["loop"]
         self.step, self.epoch, self.position = int(loop["step"]), int(loop["epoch"]), int(loop["position"])
         self.nonfinite_in_a_row = int(loop["nonfinite_in_a_row"])
+        self.metrics = {str(k): float(v) for k, v in state.get("metrics", {}).items()}
         for hook, hook_state in zip(self.hooks, state.get("hooks", []), strict=False):
             hook.load_state_dict(hook_state)
         self._batches = None
