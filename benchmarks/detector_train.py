@@ -14,8 +14,8 @@ host overhead only). Ratios are against ``resnet50_fpn`` (nan if it is left out 
 Rows (all at the same square input size, batch and 91 classes, weights random, nothing downloaded):
 
 * ``resnet50_fpn``: the reference, `build_retinanet("resnet50_fpn")` -- torchvision's ResNet-50 + FPN P3-P7 on
-  *our* head, anchors, losses and square-pad transform, so it differs from the SpineNet rows only in the backbone.
-  Its ResNet uses ``resnet_fpn_backbone``'s default ``FrozenBatchNorm2d`` (no BN statistics or BN gradients).
+  *our* head, anchors, losses and square-pad transform, so it differs from the SpineNet rows only in the backbone
+  (trainable ``BatchNorm2d``, as for training from scratch).
 * ``spinenet49s`` / ``spinenet49``: `build_retinanet` with the registry defaults (49S: 128-d endpoints and head).
 * ``tv_resnet50_fpn``: plain ``torchvision.models.detection.retinanet_resnet50_fpn(weights=None,
   weights_backbone=None)`` with ``min_size = max_size = size`` (square inputs are then not rescaled); torchvision's
