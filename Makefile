@@ -1,6 +1,6 @@
 # torchspine: two commands, both working on a fresh clone.
 #   make demo   set up .venv and run the main job: train a small SpineNet RetinaNet on CPU on the built-in data,
-#               evaluate it (COCO table), draw its predictions, print where everything is (~15 min on 2 cores)
+#               evaluate it (COCO table), draw its predictions, print where everything is (~11 min on 2 cores)
 #   make test   set up .venv (with dev tools) and .venv-tf (official TensorFlow code), run the whole test suite
 
 PYTHON ?= python3

@@ -23,7 +23,7 @@ from torchspine.engine.run import train_experiment
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="train, evaluate and draw a small SpineNet RetinaNet on the built-in data (about 13 min on 2 CPU cores)",
+        help="train, evaluate and draw a small SpineNet RetinaNet on the built-in data (~9 min on 2 CPU cores)",
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("--output-dir", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
