@@ -3,7 +3,8 @@
 Usage: ``python benchmarks/backbone.py [--size 512] [--batch 2] [--iters 5] [--device cpu]``
 
 Rows: SpineNet-49 (both numerics), SpineNet-49S and SpineNet-49 Mobile, and the reference ResNet-50-FPN with
-P3-P7 (torchvision ``resnet_fpn_backbone`` with ``LastLevelP6P7``, the RetinaNet backbone). Inference is eval mode
+P3-P7 (`torchspine.models.detection.resnet_fpn.ResNetFPN`: torchvision's ResNet-50 + FPN + ``LastLevelP6P7``, the
+RetinaNet backbone, with trainable BatchNorm). Inference is eval mode
 under ``torch.inference_mode``; training is forward + backward of the sum of the outputs. Times are medians of
 `iters` runs after one warm-up; peak memory is reported on CUDA only.
 """
@@ -15,10 +16,9 @@ import statistics
 import time
 
 import torch
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 import torchspine
+from torchspine.models.detection.resnet_fpn import ResNetFPN
 
 
 def _time(fn, iters: int, device: torch.device) -> float:
@@ -37,13 +37,8 @@ def _time(fn, iters: int, device: torch.device) -> float:
 
 def _models() -> dict[str, torch.nn.Module]:
     return {
-        "resnet50_fpn (reference)": resnet_fpn_backbone(
-            backbone_name="resnet50",
-            weights=None,
-            returned_layers=[2, 3, 4],
-            extra_blocks=LastLevelP6P7(256, 256),
-            trainable_layers=5,
-        ),
+        # torchspine's ResNet-FPN baseline: trainable BatchNorm (resnet_fpn_backbone's default is frozen BN).
+        "resnet50_fpn (reference)": ResNetFPN("resnet50_fpn"),
         "spinenet49 (tpu)": torchspine.create_model("spinenet49", semantics="tpu"),
         "spinenet49 (model_garden)": torchspine.create_model("spinenet49", semantics="model_garden"),
         "spinenet49s": torchspine.create_model("spinenet49s"),

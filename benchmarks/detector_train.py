@@ -51,6 +51,7 @@ import torchvision
 from torch import Tensor, nn
 
 from torchspine.models.detection.retinanet import build_retinanet
+from torchspine.utils.allocator import keep_freed_memory
 
 MODELS = ("resnet50_fpn", "spinenet49s", "spinenet49", "tv_resnet50_fpn")
 REFERENCE = "resnet50_fpn"
@@ -100,6 +101,8 @@ def _maxrss_mib() -> float:
 def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Train `name` for ``warmup + steps`` steps in this process; throughput, step times and peak memory."""
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as `torchspine train` does on CPU, for every model alike
     torch.manual_seed(0)
     model = build(name, args.size).to(device).train()
     if args.channels_last:
