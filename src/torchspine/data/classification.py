@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from torchspine.data.batching import list_collate
 from torchspine.data.image_io import ImageError, read_image
 
 __all__ = [
@@ -155,14 +156,7 @@ class ImageFolderClassification(Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    @staticmethod
-    def collate_fn(batch: Iterable[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
-        """``(images, targets)`` lists: the batch contract of the detection data, which the Trainer expects."""
-        images, targets = [], []
-        for image, target in batch:
-            images.append(image)
-            targets.append(target)
-        return images, targets
+    collate_fn = staticmethod(list_collate)  # (images, targets) lists, the trainer's batch contract
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -34,7 +34,7 @@ import logging
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from torchspine.data.batching import list_collate
 from torchspine.data.image_io import ImageError, read_image
 
 __all__ = ["CocoDetection", "CocoFormatError", "build_dataset", "encode_mask", "polygons_to_mask"]
@@ -232,14 +233,7 @@ class CocoDetection(Dataset):
             self._coco = coco
         return self._coco
 
-    @staticmethod
-    def collate_fn(batch: Iterable[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
-        """Keep images of different sizes as a list (the detector batches and pads them itself)."""
-        images, targets = [], []
-        for image, target in batch:
-            images.append(image)
-            targets.append(target)
-        return images, targets
+    collate_fn = staticmethod(list_collate)  # (images, targets) lists, the trainer's batch contract
 
     # ------------------------------------------------------------------ serving
 

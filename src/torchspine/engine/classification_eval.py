@@ -7,27 +7,17 @@ training hooks, metrics.jsonl (``cls/top1``, ``cls/top5``) and `format_metrics` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from torchspine.data.batching import list_collate
 from torchspine.engine.distributed import gather_to_all, shard_indices
 
 __all__ = ["CLS_METRIC_NAMES", "evaluate_classifier"]
 
 CLS_METRIC_NAMES = ("top1", "top5")
-
-
-def _collate(batch: Iterable[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
-    images, targets = [], []
-    for image, target in batch:
-        images.append(image)
-        targets.append(target)
-    return images, targets
 
 
 def evaluate_classifier(
@@ -67,7 +57,7 @@ def evaluate_classifier(
     if distributed:
         dataset = Subset(dataset, list(shard_indices(num_images)))
         num_images = len(dataset)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=list_collate)
     correct1 = correct5 = seen = 0
     was_training = model.training
     model.to(device).eval()
