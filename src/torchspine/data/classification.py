@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from torchspine.data.batching import list_collate
-from torchspine.data.image_io import ImageError, read_image
+from torchspine.data.image_io import load_skipping_bad, read_image
 
 __all__ = [
     "EVAL_CROP_FRACTION",
@@ -164,16 +164,9 @@ class ImageFolderClassification(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         if not self.skip_bad:
             return self._load(index)
-        for attempt in range(len(self.samples)):
-            i = (index + attempt) % len(self.samples)
-            if i in self._bad:
-                continue
-            try:
-                return self._load(i)
-            except ImageError as err:
-                self._bad.add(i)
-                logger.warning("skipping unreadable image: %s", err)
-        raise ImageError(f"{self.root}: no readable image left")
+        return load_skipping_bad(
+            self._load, index, len(self.samples), self._bad, name=lambda i: "", where=str(self.root)
+        )
 
     def _load(self, index: int) -> tuple[torch.Tensor, Target]:
         path, label = self.samples[index]

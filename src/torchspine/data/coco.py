@@ -46,7 +46,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from torchspine.data.batching import list_collate
-from torchspine.data.image_io import ImageError, read_image
+from torchspine.data.image_io import ImageError, load_skipping_bad, read_image
 
 __all__ = ["CocoDetection", "CocoFormatError", "build_dataset", "encode_mask", "polygons_to_mask"]
 
@@ -243,16 +243,14 @@ class CocoDetection(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         if not self.skip_bad:
             return self._load(index)
-        for attempt in range(len(self.ids)):
-            i = (index + attempt) % len(self.ids)
-            if i in self._bad:
-                continue
-            try:
-                return self._load(i)
-            except ImageError as err:
-                self._bad.add(i)
-                logger.warning("skipping unreadable image (image id %d): %s", self.ids[i], err)
-        raise ImageError(f"{self.annotation_file}: no readable image left in {self.image_dir}")
+        return load_skipping_bad(
+            self._load,
+            index,
+            len(self.ids),
+            self._bad,
+            name=lambda i: f" (image id {self.ids[i]})",
+            where=f"{self.annotation_file} ({self.image_dir})",
+        )
 
     def _load(self, index: int) -> tuple[torch.Tensor, Target]:
         record = self._records[self.ids[index]]

@@ -9,14 +9,20 @@ problem, so a data loader can report or skip the file (see ``torchspine.data.coc
 
 from __future__ import annotations
 
+import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["ImageError", "read_image"]
+__all__ = ["ImageError", "load_skipping_bad", "read_image"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ImageError(ValueError):
@@ -135,3 +141,24 @@ def _high_depth_to_uint8(values: np.ndarray, mode: str, fmt: str | None) -> np.n
     values = np.clip(values, 0, full_scale)
     # Round to nearest: 65535 -> 255, 32768 -> 128, 257 -> 1.
     return ((values * 255 + full_scale // 2) // full_scale).astype(np.uint8)
+
+
+def load_skipping_bad(
+    load: Callable[[int], T], index: int, count: int, bad: set[int], name: Callable[[int], str], where: str
+) -> T:
+    """``load(index)``, or, if that image cannot be decoded, the next readable one (wrapping around).
+
+    Training with ``skip_bad`` serves another sample rather than dying hours in: each unreadable sample is logged
+    once (with ``name(i)``) and remembered in `bad`; `where` names the data set in the error raised when no
+    readable image is left.
+    """
+    for attempt in range(count):
+        i = (index + attempt) % count
+        if i in bad:
+            continue
+        try:
+            return load(i)
+        except ImageError as err:
+            bad.add(i)
+            logger.warning("skipping unreadable image%s: %s", name(i), err)
+    raise ImageError(f"{where}: no readable image left")

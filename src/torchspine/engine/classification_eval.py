@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from torchspine.data.batching import list_collate
-from torchspine.engine.distributed import gather_to_all, shard_indices
+from torchspine.engine.distributed import gather_to_all, shard_dataset
 
 __all__ = ["CLS_METRIC_NAMES", "evaluate_classifier"]
 
@@ -55,8 +55,8 @@ def evaluate_classifier(
     if num_images == 0:
         raise ValueError("the dataset is empty: nothing to evaluate")
     if distributed:
-        dataset = Subset(dataset, list(shard_indices(num_images)))
-        num_images = len(dataset)
+        dataset = shard_dataset(dataset)
+        num_images = len(dataset)  # type: ignore[arg-type]
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=list_collate)
     correct1 = correct5 = seen = 0
     was_training = model.training

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import Dataset, Subset
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ def gather_to_all(obj: object) -> list[object]:
     return gathered
 
 
-def shard_indices(num_items: int) -> range:
-    """This process's share of ``range(num_items)`` (every ``world_size``-th item from its rank; all of it alone)."""
+def shard_dataset(dataset: Dataset) -> Dataset:
+    """This process's share of `dataset`: every ``world_size``-th item from its rank (all of it alone)."""
     if not (dist.is_available() and dist.is_initialized()):
-        return range(num_items)
-    return range(dist.get_rank(), num_items, dist.get_world_size())
+        return dataset
+    return Subset(dataset, list(range(dist.get_rank(), len(dataset), dist.get_world_size())))  # type: ignore[arg-type]

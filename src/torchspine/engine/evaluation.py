@@ -37,10 +37,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from torchspine.engine.distributed import gather_to_all, is_main_process, shard_indices
+from torchspine.data.batching import list_collate
+from torchspine.engine.distributed import gather_to_all, is_main_process, shard_dataset
 
 __all__ = [
     "AP_NAMES",
@@ -253,11 +254,6 @@ def coco_evaluate(
     return metrics
 
 
-def _collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[tuple[Any, ...], ...]:
-    # Images differ in size; the detector's transform batches them, so keep plain lists.
-    return tuple(zip(*batch, strict=True))
-
-
 def _find_coco(dataset: Dataset) -> COCO:
     """Return the ground truth of ``dataset``, looking through wrappers such as ``torch.utils.data.Subset``."""
     current: Any = dataset
@@ -352,9 +348,9 @@ def evaluate_detector(
     if num_images == 0:
         raise ValueError("the dataset is empty: nothing to evaluate")
     if distributed:
-        dataset = Subset(dataset, list(shard_indices(num_images)))
-        num_images = len(dataset)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
+        dataset = shard_dataset(dataset)
+        num_images = len(dataset)  # type: ignore[arg-type]
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=list_collate)
     results: list[dict[str, Any]] = []
     image_ids: list[int] = []
     was_training = model.training
