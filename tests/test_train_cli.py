@@ -127,6 +127,18 @@ def test_bad_config_fails_before_work(data, tmp_path, capsys, extra, message):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_fewer_images_than_a_batch_fails_at_once_with_the_numbers(tmp_path, capsys):
+    # Two training images and a batch of 8: the loader drops the partial batch, so every epoch is empty. This used
+    # to spin at 100 % CPU forever with no output; it must be an error naming both numbers before any work.
+    small = tmp_path / "small"
+    assert main(["data", "make-demo", "--out", str(small), "--num-train", "2", "--num-val", "1"]) == 0
+    code = main(["train", "--experiment", "demo", "--data", str(small), "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "has 2 usable image(s)" in err and "global batch 8" in err, err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "kinds"),

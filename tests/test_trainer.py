@@ -128,3 +128,19 @@ def test_sampler_required():
     data = _Points()
     with pytest.raises(TypeError, match="ResumableSampler"):
         Trainer(_Regressor(), torch.optim.SGD(_Regressor().parameters(), lr=0.1), DataLoader(data), max_steps=1)
+
+
+def test_an_epoch_without_a_batch_raises_instead_of_spinning():
+    data = _Points(n=3)
+    loader = DataLoader(
+        data,
+        batch_size=4,  # larger than the data set: with drop_last every epoch is empty
+        sampler=ResumableSampler(len(data), seed=0),
+        collate_fn=data.collate,
+        drop_last=True,
+        generator=torch.Generator(),
+    )
+    model = _Regressor()
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, max_steps=1)
+    with pytest.raises(RuntimeError, match="yielded no batch in epoch 0"):
+        trainer.train()

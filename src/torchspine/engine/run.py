@@ -86,6 +86,25 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _check_enough_samples(num_samples: int, micro_batch: int, world_size: int, cfg: ExperimentCfg) -> None:
+    """Fail at once when the training split cannot fill one batch per process.
+
+    The loader drops the last partial batch (every step must see the configured batch, and every rank the same
+    number of batches under DDP), so such a split would give empty epochs and a loop that never reaches a step.
+    """
+    per_rank = num_samples // world_size
+    if per_rank >= micro_batch:
+        return
+    source = cfg.data.data or "the built-in demo data"
+    skipped = " after skipping bad images (data.skip_bad=true)" if cfg.data.skip_bad else ""
+    raise ValueError(
+        f"training split {cfg.data.train_split!r} of {source} has {num_samples} usable image(s){skipped}, fewer "
+        f"than one batch: global batch {cfg.train.global_batch_size} = {micro_batch} per process x {world_size} "
+        f"process(es) x {cfg.train.grad_accum_steps} accumulation step(s). Add images or lower "
+        f"train.global_batch_size (e.g. --set train.global_batch_size={max(1, num_samples)})"
+    )
+
+
 def train_experiment(
     cfg: ExperimentCfg, output_dir: Path, *, resume: bool = False, device: str | torch.device = "cpu"
 ) -> TrainingResult:
@@ -109,6 +128,7 @@ def train_experiment(
     sampler = ResumableSampler(
         len(train_set), seed=cfg.train.seed, rank=dist_info.rank, world_size=dist_info.world_size
     )
+    _check_enough_samples(len(train_set), micro_batch, dist_info.world_size, cfg)
     loader = DataLoader(
         train_set,
         batch_size=micro_batch,

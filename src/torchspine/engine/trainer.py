@@ -197,8 +197,10 @@ class Trainer:
 
     def _next_batch(self) -> tuple[list, list]:
         """The next batch, starting a new epoch (and a new permutation) when one ends."""
+        fresh = False  # whether the current iterator started a whole epoch and has not yielded yet
         while True:
             if self._batches is None:
+                fresh = self.position == 0
                 sampler: ResumableSampler = self.data_loader.sampler  # type: ignore[assignment]
                 sampler.set_epoch(self.epoch, start=self.position * self.data_loader.batch_size)
                 if self.data_loader.generator is not None:
@@ -212,6 +214,12 @@ class Trainer:
                 return batch
             except StopIteration:
                 self._batches = None
+                if fresh:  # a whole epoch without one batch: looping on would spin forever
+                    raise RuntimeError(
+                        f"the training data loader yielded no batch in epoch {self.epoch} "
+                        f"({len(self.data_loader.dataset)} samples, batch size {self.data_loader.batch_size}, "
+                        "last partial batch dropped): the data set is smaller than one batch"
+                    ) from None
                 self.epoch += 1
                 self.position = 0
 
