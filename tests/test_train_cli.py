@@ -96,14 +96,20 @@ def test_sigterm_saves_and_exits_cleanly(data, tmp_path):
         "train.max_steps=10000",
         "--set",
         "train.checkpoint_every_steps=1000",
+        "--set",
+        "train.log_every=1",
     ]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "config.yaml").exists():
-        time.sleep(0.2)
-    time.sleep(3.0)  # a few steps in
+    # The handler is installed before the first step, and every step logs a line: wait for two logged steps.
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if metrics.exists() and metrics.read_text().count('"loss"') >= 2:
+            break
+        time.sleep(0.1)  # polling interval only: the event is the logged step
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
