@@ -196,6 +196,7 @@ def train_experiment(
         clip_grad_norm=cfg.optim.clip_grad_norm,
         amp=cfg.train.amp,
         device=device,
+        stop_requested=lambda: stop.should_stop,
     )
 
     def state(t: Trainer) -> dict:
