@@ -81,6 +81,19 @@ def test_resume_matches_an_uninterrupted_run(data, tmp_path):
         torch.testing.assert_close(split["model"][key], value, rtol=0, atol=0, msg=key)
 
 
+def test_resume_checks_the_config_and_that_there_is_a_checkpoint(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(data, out, "--set", "train.max_steps=2", "--resume") == 2  # nothing to resume: --resume must fails
+    assert "no valid checkpoint" in capsys.readouterr().err and not list(out.glob("checkpoints/ckpt-*"))
+    assert _train(data, out, "--set", "train.max_steps=2", "--resume", "auto") == 0  # auto starts from scratch
+    changed = ["--set", "optim.lr_per_256=0.5", "--set", "data.hflip=false", "--set", "train.max_steps=3"]
+    assert _train(data, out, *changed, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "optim.lr_per_256: 0.064 in the checkpoint, 0.5 now" in err and "data.hflip: True" in err, err
+    assert "max_steps" not in err.split("may only change")[0]  # a whitelisted change is not listed
+    assert load_checkpoint(out / "checkpoints" / "ckpt-00000002.pt")["step"] == 2  # and nothing was trained
+
+
 def test_sigterm_saves_and_exits_cleanly(data, tmp_path):
     cmd = [
         sys.executable,
