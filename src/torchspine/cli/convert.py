@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from torchspine.convert.converter import ConversionError, convert_checkpoint, save_converted
+from torchspine.convert.converter import ConversionError, convert_checkpoint
+from torchspine.modelfile import save_model_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.out.suffix != ".safetensors":
         raise ValueError(f"--out {args.out}: expected a .safetensors file name")
+    if not args.out.parent.is_dir():
+        raise FileNotFoundError(f"--out {args.out}: folder {args.out.parent} does not exist")
     try:
         state, metadata, report = convert_checkpoint(
             args.tf_checkpoint,
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     except ConversionError as err:
         print(f"torchspine convert: error: {err}", file=sys.stderr)
         return 2
-    save_converted(state, metadata, args.out)
+    save_model_file(state, metadata, args.out)
     if args.report:
         args.report.write_text(report.to_json())
     print(

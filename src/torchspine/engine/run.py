@@ -7,7 +7,8 @@ Shared by ``torchspine train`` and ``torchspine demo``; the CLI only resolves th
     OUTPUT_DIR/tensorboard/          the same numbers as TensorBoard scalars
     OUTPUT_DIR/checkpoints/          ckpt-<step>.pt (last N) and best.pt (by box AP, or top-1 for classifiers)
     OUTPUT_DIR/detections.json       detectors: the latest evaluation's detections, COCO results format
-    OUTPUT_DIR/model.safetensors     RetinaNet: the final model with metadata (torchspine eval/predict --weights ...)
+    OUTPUT_DIR/model.safetensors     the final model with its description and category names (every task;
+                                     torchspine eval/predict --weights ..., torchspine.load_model)
 
 Multi-process runs (``torchrun``) train with DDP; every process evaluates its share of the validation images and
 only the main process writes files.
@@ -33,11 +34,12 @@ from torchspine.engine.checkpoint import CheckpointManager, build_checkpoint, re
 from torchspine.engine.classification_eval import evaluate_classifier
 from torchspine.engine.distributed import DistInfo, init_distributed, wrap_model
 from torchspine.engine.evaluation import evaluate_detector
-from torchspine.engine.export import export_retinanet
+from torchspine.engine.export import export_model
 from torchspine.engine.hooks import CheckpointHook, EvalHook, ProgressHook
 from torchspine.engine.metrics import MetricsLog, rewind_jsonl
 from torchspine.engine.signals import GracefulExit
 from torchspine.engine.trainer import ResumableSampler, Trainer
+from torchspine.modelfile import Provenance
 from torchspine.utils.allocator import keep_freed_memory
 
 logger = logging.getLogger(__name__)
@@ -56,8 +58,7 @@ class TrainingResult:
         max_steps: steps the run was asked for.
         metrics: the last evaluation, flattened (``{"bbox/AP": ...}``); empty if none ran.
         output_dir: the run folder.
-        weights: the exported ``model.safetensors`` (None when the model type has no exporter, or off the main
-            process).
+        weights: the exported ``model.safetensors`` (None off the main process).
         dist: the process's place in the process group.
     """
 
@@ -78,6 +79,14 @@ class TrainingResult:
             kind, name = key.split("/", 1)
             nested.setdefault(kind, {})[name] = value
         return nested
+
+
+def _category_names(dataset: Dataset) -> dict[int, str]:
+    """Label -> name of a training set: COCO category names, or an ImageFolder's class folders by index."""
+    names = getattr(dataset, "category_names", None)
+    if names is not None:
+        return dict(names)
+    return dict(enumerate(getattr(dataset, "classes", [])))
 
 
 def _seed_everything(seed: int) -> None:
@@ -229,16 +238,24 @@ def train_experiment(
     finally:
         log.close()
     weights = None
-    if dist_info.is_main and cfg.model.task == "retinanet":
-        weights = export_retinanet(
-            inner, output_dir / "model.safetensors", variant=cfg.model.backbone, image_size=cfg.model.image_size
+    metrics = dict(getattr(trainer, "metrics", {}))
+    if dist_info.is_main:
+        weights = export_model(
+            inner,
+            output_dir / "model.safetensors",
+            variant=cfg.model.backbone,
+            categories=_category_names(train_set),
+            image_size=cfg.model.image_size,
+            provenance=Provenance(
+                "trained", experiment=cfg.name or None, step=trainer.step, metrics=tuple(sorted(metrics.items()))
+            ),
         )
     return TrainingResult(
         model=inner,
         val_set=val_set,
         step=trainer.step,
         max_steps=max_steps,
-        metrics=dict(getattr(trainer, "metrics", {})),
+        metrics=metrics,
         output_dir=output_dir,
         weights=weights,
         dist=dist_info,
