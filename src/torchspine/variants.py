@@ -5,8 +5,9 @@ activation, numerics and detection resolution, the paper's RetinaNet and Mask R-
 implementations' parameter and multiply-add counts. Pure data (no torch), like `torchspine.specs`.
 
 Sources: the paper (Du et al., 2020, §5.1, Tables 2-6), the tensorflow/tpu ``configs/spinenet/*.yaml`` and
-``MODEL_ZOO.md``, Model Garden's SpineNet(-Mobile) experiment YAMLs; the reference parameter and MAC counts were
-measured on the official TF implementations (``tests/test_reference_counts.py`` checks ours against them).
+``MODEL_ZOO.md``, Model Garden's SpineNet(-Mobile) experiment YAMLs; the backbone and RetinaNet parameter and MAC
+counts were measured on the official TF implementations (``tests/test_spinenet.py`` checks the backbones' parameter
+counts; ``torchspine profile`` compares every row).
 """
 
 from __future__ import annotations
