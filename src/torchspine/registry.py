@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from torchspine.errors import UsageError
 from torchspine.modelfile import ModelFile, ModelFileError
 from torchspine.models.spinenet import SpineNet
 from torchspine.specs import SpineNetCfg
@@ -68,7 +69,7 @@ def variant_info(name: str) -> VariantInfo:
     if name not in VARIANTS:
         close = difflib.get_close_matches(name, list(VARIANTS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} (available: {', '.join(list_models(include_test=True))})")
+        raise UsageError(f"unknown model {name!r}{hint} (available: {', '.join(list_models(include_test=True))})")
     return VARIANTS[name]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from torchspine.errors import UsageError
 from torchspine.specs import SPINENET_MOBILE_BLOCKS, SpineNetCfg
 
 __all__ = [
@@ -287,5 +288,5 @@ def backbone_defaults(name: str) -> BackboneDefaults:
     if name not in BACKBONES:
         close = difflib.get_close_matches(name, list(BACKBONES), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown backbone {name!r}{hint} (available: {', '.join(BACKBONES)})")
+        raise UsageError(f"unknown backbone {name!r}{hint} (available: {', '.join(BACKBONES)})")
     return BACKBONES[name]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from torchspine.convert.converter import ConversionError, convert_checkpoint
+from torchspine.errors import UsageError
 from torchspine.modelfile import save_model_file
 
 
@@ -51,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.out.suffix != ".safetensors":
-        raise ValueError(f"--out {args.out}: expected a .safetensors file name")
+        raise UsageError(f"--out {args.out}: expected a .safetensors file name")
     if not args.out.parent.is_dir():
         raise FileNotFoundError(f"--out {args.out}: folder {args.out.parent} does not exist")
     try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from torchspine.cli.evaluate import CLASSIFIER_IMAGE_SIZE, add_model_args, load_from_args
 from torchspine.engine.predict import classify_images, collect_images, predict_images
+from torchspine.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             categories = json.loads(args.categories.read_text())["categories"]
             names = {int(c["id"]): str(c["name"]) for c in categories}
         except (OSError, KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{args.categories}: expected a COCO JSON with a 'categories' list ({err})") from None
+            raise UsageError(f"{args.categories}: expected a COCO JSON with a 'categories' list ({err})") from None
     paths = collect_images(args.inputs)
     if task == "classification":
         from torchspine.models.classifier_train import TrainableClassifier

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from torchspine.errors import UsageError
 from torchspine.models.classifier import create_classifier
 from torchspine.registry import create_model, list_models, variant_info
 from torchspine.utils.complexity import measure
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     tasks = ["backbone", "classification", "retinanet", "maskrcnn"] if args.task == "all" else [args.task]
     rows = profile_rows(tasks, args.model)
     if not rows:
-        raise ValueError(f"no variant matches {args.model!r}; see `torchspine list`")
+        raise UsageError(f"no variant matches {args.model!r}; see `torchspine list`")
     if args.format == "json":
         print(json.dumps([asdict(r) for r in rows], indent=1))
     else:

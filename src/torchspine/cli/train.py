@@ -19,6 +19,7 @@ from torchspine.engine.classification_eval import CLS_METRIC_NAMES
 from torchspine.engine.distributed import init_distributed
 from torchspine.engine.evaluation import AP_NAMES, format_metrics
 from torchspine.engine.run import CACHE_DIR, train_experiment
+from torchspine.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(list_experiments()))
         return 0
     if not args.experiment:
-        raise ValueError("--experiment is required (see `torchspine train --list`)")
+        raise UsageError("--experiment is required (see `torchspine train --list`)")
     overrides = list(args.overrides) + ([f"data.data={args.data}"] if args.data else [])
     cfg = load_config(args.experiment, args.config, overrides)
     if args.dry_run:
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print(build_model(cfg.model, num_classes_for(cfg, train_set), label_smoothing=cfg.schedule.label_smoothing))
         return 0
     if args.output_dir is None:
-        raise ValueError("--output-dir is required")
+        raise UsageError("--output-dir is required")
     result = train_experiment(cfg, args.output_dir, resume=args.resume, device=args.device)
     if result.dist.is_main:
         print(f"finished at step {result.step}/{result.max_steps} in {result.output_dir}")

@@ -18,6 +18,7 @@ import fnmatch
 from collections.abc import Callable
 
 from torchspine.config.schema import DataCfg, EvalCfg, ExperimentCfg, ModelCfg, OptimCfg, ScheduleCfg, TrainCfg, derive
+from torchspine.errors import UnknownNameError
 from torchspine.variants import BACKBONES
 
 __all__ = ["get_experiment", "list_experiments", "register_experiment"]
@@ -50,7 +51,7 @@ def get_experiment(name: str) -> ExperimentCfg:
     if fn is None:
         close = difflib.get_close_matches(name, list(_EXPERIMENTS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown experiment {name!r}{hint} (see `torchspine list experiments`)")
+        raise UnknownNameError(f"unknown experiment {name!r}{hint} (see `torchspine train --list`)")
     return derive(fn(), name=name)
 
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from torchspine.data.image_io import ImageError, read_image
 from torchspine.engine.evaluation import to_coco_results
+from torchspine.errors import UsageError
 from torchspine.visualize import draw_detections, save_png
 
 __all__ = [
@@ -70,7 +71,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
         ValueError: no inputs were given, or a folder holds no image file.
     """
     if not inputs:
-        raise ValueError("no input images or folders given")
+        raise UsageError("no input images or folders given")
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -81,7 +82,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
                 if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
             )
             if not found:
-                raise ValueError(f"{path}: folder holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
+                raise UsageError(f"{path}: folder holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
             paths.extend(found)
         elif path.exists():
             paths.append(path)
@@ -109,7 +110,7 @@ def _png_names(paths: Sequence[Path], out_dir: Path) -> list[str]:
             name = f"{path.stem}-{k}.png"
         used.add(name.lower())
         if (out_dir / name).resolve() in inputs:
-            raise ValueError(f"writing {out_dir / name} would overwrite an input image; choose another output folder")
+            raise UsageError(f"writing {out_dir / name} would overwrite an input image; choose another output folder")
         names.append(name)
     return names
 
@@ -189,7 +190,7 @@ def predict_images(
         The path of the JSON file (layout in the module docstring).
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise UsageError(f"batch_size must be at least 1, got {batch_size}")
     out_dir = Path(out_dir)
     paths = [Path(p) for p in paths]
     png_names = _png_names(paths, out_dir)

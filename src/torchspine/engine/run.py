@@ -39,6 +39,7 @@ from torchspine.engine.hooks import CheckpointHook, EvalHook, ProgressHook
 from torchspine.engine.metrics import MetricsLog, rewind_jsonl
 from torchspine.engine.signals import GracefulExit
 from torchspine.engine.trainer import ResumableSampler, Trainer
+from torchspine.errors import UsageError
 from torchspine.modelfile import Provenance
 from torchspine.utils.allocator import keep_freed_memory
 
@@ -106,7 +107,7 @@ def _check_enough_samples(num_samples: int, micro_batch: int, world_size: int, c
         return
     source = cfg.data.data or "the built-in demo data"
     skipped = " after skipping bad images (data.skip_bad=true)" if cfg.data.skip_bad else ""
-    raise ValueError(
+    raise UsageError(
         f"training split {cfg.data.train_split!r} of {source} has {num_samples} usable image(s){skipped}, fewer "
         f"than one batch: global batch {cfg.train.global_batch_size} = {micro_batch} per process x {world_size} "
         f"process(es) x {cfg.train.grad_accum_steps} accumulation step(s). Add images or lower "

@@ -30,6 +30,7 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
+from torchspine.errors import UsageError
 from torchspine.layers.activations import get_act_layer
 from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder, feature_levels
 from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES, ResNetFPN
@@ -169,7 +170,7 @@ def build_mask_rcnn(
     if isinstance(backbone, str):
         if backbone in RESNET_FPN_BACKBONES:
             if backbone_args:
-                raise ValueError(f"backbone_args {sorted(backbone_args)} do not apply to {backbone}")
+                raise UsageError(f"backbone_args {sorted(backbone_args)} do not apply to {backbone}")
             backbone = ResNetFPN(backbone)
         else:
             backbone = create_model(backbone, **(backbone_args or {}))

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import RetinaNet
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
+from torchspine.errors import UsageError
 from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder, feature_levels
 from torchspine.models.detection.heads import RetinaNetHead
 from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES, ResNetFPN
@@ -109,7 +110,7 @@ def build_retinanet(
     if isinstance(backbone, str):
         if backbone in RESNET_FPN_BACKBONES:
             if backbone_args:
-                raise ValueError(f"backbone_args {sorted(backbone_args)} do not apply to {backbone}")
+                raise UsageError(f"backbone_args {sorted(backbone_args)} do not apply to {backbone}")
             backbone = ResNetFPN(backbone)
         else:
             backbone = create_model(backbone, **(backbone_args or {}))
