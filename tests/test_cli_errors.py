@@ -75,3 +75,12 @@ def test_own_errors_share_one_base_and_stay_value_errors():
 
     for cls in (ConfigError, ConversionError, CocoFormatError, ImageError, ModelFileError, UsageError):
         assert issubclass(cls, TorchspineError) and issubclass(cls, ValueError), cls
+
+
+def test_convert_does_not_create_missing_folders(tmp_path, capsys):
+    from conftest import OFFICIAL
+
+    out = tmp_path / "missing" / "x.safetensors"
+    tpu = OFFICIAL / "tpu_spinenet49_retinanet_tiny"
+    assert main(["convert", "--tf-checkpoint", str(tpu), "--act", "swish", "--out", str(out)]) == 2
+    assert f"folder {out.parent} does not exist" in capsys.readouterr().err and not out.parent.exists()

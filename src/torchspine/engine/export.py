@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from torch import nn
+from torchvision.models.detection import MaskRCNN
 
 from torchspine.modelfile import (
     BackboneInfo,
@@ -26,6 +27,7 @@ from torchspine.modelfile import (
 )
 from torchspine.models.classifier import ImageClassifier
 from torchspine.models.classifier_train import TrainableClassifier
+from torchspine.models.detection.retinanet import SpineNetRetinaNet
 from torchspine.models.spinenet import SpineNet
 
 __all__ = ["describe_model", "export_model"]
@@ -76,7 +78,7 @@ def describe_model(
         return info, model
     backbone = model.backbone
     image_size = int(model.transform.image_size)
-    if hasattr(model, "head") and hasattr(model.head, "num_convs"):  # RetinaNet
+    if isinstance(model, SpineNetRetinaNet):
         head, anchors = model.head, model.anchor_generator
         retinanet = RetinaNetHeadInfo(
             num_convs=head.num_convs,
@@ -96,7 +98,7 @@ def describe_model(
             provenance=prov,
         )
         return info, model
-    if hasattr(model, "roi_heads") and model.roi_heads.has_mask():  # Mask R-CNN
+    if isinstance(model, MaskRCNN):
         roi = model.roi_heads
         mask_rcnn = MaskRCNNHeadInfo(
             head_dim=model.rpn.head.conv.out_channels,
