@@ -33,7 +33,8 @@ from torchspine.models.classifier import ImageClassifier
 from torchspine.models.detection.mask_rcnn import build_mask_rcnn
 from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES, ResNetFPN
 from torchspine.models.detection.retinanet import build_retinanet
-from torchspine.registry import VARIANTS, spinenet_from_file, variant_info
+from torchspine.models.spinenet import SEMANTICS
+from torchspine.registry import spinenet_from_file, variant_info
 from torchspine.variants import backbone_defaults
 
 __all__ = ["load_model", "model_file_for"]
@@ -60,7 +61,8 @@ def model_file_for(task: str, backbone: str, num_classes: int | None, head: dict
         info = BackboneInfo(backbone)
     else:
         v = variant_info(backbone)
-        numerics = Numerics(v.semantics, v.act, _default_eps(v.semantics), _default_momentum(v.semantics))
+        defaults = SEMANTICS[v.semantics]
+        numerics = Numerics(v.semantics, v.act, defaults.norm_eps, defaults.norm_momentum)
         info = BackboneInfo(backbone, v.cfg, numerics)
     head = dict(head or {})
     head_info: Any = None
@@ -85,18 +87,6 @@ def model_file_for(task: str, backbone: str, num_classes: int | None, head: dict
     elif task == "classification":
         head_info = ClassifierHeadInfo()
     return ModelFile(task=task, backbone=info, num_classes=num_classes, head=head_info)  # type: ignore[arg-type]
-
-
-def _default_eps(semantics: str) -> float:
-    from torchspine.models.spinenet import SEMANTICS
-
-    return SEMANTICS[semantics].norm_eps
-
-
-def _default_momentum(semantics: str) -> float:
-    from torchspine.models.spinenet import SEMANTICS
-
-    return SEMANTICS[semantics].norm_momentum
 
 
 def load_model(
@@ -185,6 +175,8 @@ def build_from_file(
         raise ModelFileError(f"{', '.join(runtime)}: only RetinaNet post-processing takes these arguments")
     b = info.backbone
     if b.cfg is None:
+        if info.task == "backbone":
+            raise ModelFileError(f"{path}: a backbone-only file must hold a SpineNet, not {b.variant}")
         if overrides:
             raise ModelFileError(f"{path}: {', '.join(overrides)} do not apply to the {b.variant} backbone")
         backbone: nn.Module = ResNetFPN(b.variant)
@@ -225,8 +217,3 @@ def build_from_file(
         anchor_size=h.anchor_size,
         act=act,
     )
-
-
-def registered_variant(name: str) -> bool:
-    """Whether `name` is a registered SpineNet variant (for messages)."""
-    return name in VARIANTS
