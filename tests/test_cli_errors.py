@@ -84,3 +84,21 @@ def test_convert_does_not_create_missing_folders(tmp_path, capsys):
     tpu = OFFICIAL / "tpu_spinenet49_retinanet_tiny"
     assert main(["convert", "--tf-checkpoint", str(tpu), "--act", "swish", "--out", str(out)]) == 2
     assert f"folder {out.parent} does not exist" in capsys.readouterr().err and not out.parent.exists()
+
+
+def test_list_without_a_match_is_an_error(capsys):
+    assert main(["list", "resnet*"]) == 2
+    assert "no variant matches 'resnet*'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "demo", "convert", "eval", "predict", "list", "profile", "data"])
+def test_help_is_plain_text_and_every_option_is_explained(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "`" not in out
+    from torchspine.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    undocumented = [a.dest for a in sub._actions if a.help is None]
+    assert undocumented == [], undocumented

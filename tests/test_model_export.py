@@ -146,3 +146,34 @@ def test_trained_classifier_exports_evaluates_and_predicts_class_names(tmp_path,
     result = json.loads((tmp_path / "p" / "predictions.json").read_text())["results"][0]
     assert len(result["top"]) == 2 and {t["name"] for t in result["top"]} <= set(DEMO_CLASSES)
     assert result["top"][0]["name"] in printed
+
+
+def test_torchvision_detectors_run_on_a_spinenet():
+    """torchvision's own Faster R-CNN, RetinaNet and FCOS on a SpineNet; the two-stage one needs the RoI pooler that
+    names the backbone's levels (`multiscale_roi_align`)."""
+    from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+
+    from torchspine.models.detection.roi import multiscale_roi_align
+
+    torch.manual_seed(0)
+    backbone = torchspine.create_model("test_spinenet")
+    size = {"min_size": 256, "max_size": 256}  # P7 of 2x2: FCOS's GroupNorm needs more than one value
+    detectors = {
+        "faster_rcnn": FasterRCNN(backbone, num_classes=3, box_roi_pool=multiscale_roi_align(backbone), **size),
+        "retinanet": RetinaNet(backbone, num_classes=3, **size),
+        "fcos": FCOS(backbone, num_classes=3, **size),
+    }
+    images, targets = _targets(with_masks=False)
+    for name, model in detectors.items():
+        model.train()
+        losses = model(images, targets)
+        assert all(torch.isfinite(v) for v in losses.values()), name
+        model.eval()
+        with torch.no_grad():
+            (out,) = model(images[:1])
+        assert set(out) == {"boxes", "labels", "scores"}, name
+
+
+def test_uint8_images_get_a_clear_error():
+    with pytest.raises(ValueError, match=r"expects float images, got torch\.uint8"):
+        torchspine.create_model("test_spinenet")(torch.zeros(1, 3, 128, 128, dtype=torch.uint8))

@@ -27,7 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="checkpoint prefix (e.g. model.ckpt-231500) or a folder holding one",
     )
-    p.add_argument("--out", required=True, type=Path, metavar="FILE.safetensors")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="FILE.safetensors",
+        help="the model file to write (its folder must exist)",
+    )
     p.add_argument("--model", help="variant to build (default: inferred from the shapes)")
     p.add_argument(
         "--task",

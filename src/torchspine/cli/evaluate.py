@@ -28,8 +28,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--num-classes", type=int, help="needed for weights without torchspine metadata")
     p.add_argument("--image-size", type=int, help="square input size (default: the file's)")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=2, help="images per forward pass (default: %(default)s)")
+    p.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to run (default: %(default)s)"
+    )
 
 
 def load_from_args(args: argparse.Namespace) -> tuple[nn.Module, str, dict[int, str], int | None]:

@@ -148,9 +148,14 @@ def format_table(rows: list[ProfileRow]) -> str:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="params and MACs of every variant vs. the official numbers")
-    p.add_argument("--task", choices=["backbone", "classification", "retinanet", "maskrcnn", "all"], default="all")
+    p.add_argument(
+        "--task",
+        choices=["backbone", "classification", "retinanet", "maskrcnn", "all"],
+        default="all",
+        help="which models to measure (default: all)",
+    )
     p.add_argument("--model", default="*", help="shell-style filter on variant names")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     p.set_defaults(run=run)
 
 

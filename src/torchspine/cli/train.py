@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from torchspine.cli.text import plain
 from torchspine.config import dump_config, list_experiments, load_config, validate_world_size
 from torchspine.engine.build import build_datasets, build_model, num_classes_for
 from torchspine.engine.classification_eval import CLS_METRIC_NAMES
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a detector or classifier (paper recipes, resume, DDP via torchrun)",
-        description=__doc__.split("\n\n")[0],
+        description=plain(__doc__),
     )
     p.add_argument("--experiment", help="registered experiment (see --list)")
     p.add_argument("--data", help="COCO folder or JSON; ImageFolder root for classification (default: demo data)")
@@ -43,7 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--output-dir", type=Path, help="run folder: config, checkpoints, metrics")
     p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in the folder")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to train (default: %(default)s)"
+    )
     p.add_argument("--list", action="store_true", help="list the registered experiments")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the model, then exit")
     p.set_defaults(run=run)

@@ -296,6 +296,11 @@ class SpineNet(nn.Module):
     def _check_input(self, x: Tensor) -> None:
         if x.ndim != 4:
             raise UsageError(f"SpineNet expects an (N, C, H, W) image batch, got a tensor of shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise UsageError(
+                f"SpineNet expects float images, got {x.dtype}: convert (and normalise) first, e.g. "
+                "x.float() / 255 for uint8 pixels, then subtract the mean and divide by the std"
+            )
         if x.shape[1] != self.in_chans:
             raise UsageError(
                 f"SpineNet was built for {self.in_chans} input channels, got {x.shape[1]} "

@@ -28,12 +28,12 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
 
 from torchspine.errors import UsageError
 from torchspine.layers.activations import get_act_layer
 from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder, feature_levels
 from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES, ResNetFPN
+from torchspine.models.detection.roi import multiscale_roi_align
 from torchspine.models.detection.transform import SquarePadTransform
 from torchspine.registry import create_model
 from torchspine.variants import backbone_defaults
@@ -177,10 +177,9 @@ def build_mask_rcnn(
     act = act or getattr(backbone, "act_name", "relu")
     eps, momentum = getattr(backbone, "norm_eps", 1e-3), getattr(backbone, "norm_momentum", 0.01)
     head_dim, num_convs = head_dim or d.head_dim, num_convs or d.num_convs
-    levels = [info.key for info in backbone.feature_info]
-    numbers = feature_levels(backbone)
+    levels = feature_levels(backbone)
     anchors = TFAnchorGenerator(
-        numbers[0], numbers[-1], anchor_size or d.anchor_size, num_scales=1, aspect_ratios=ASPECT_RATIOS
+        levels[0], levels[-1], anchor_size or d.anchor_size, num_scales=1, aspect_ratios=ASPECT_RATIOS
     )
     rpn_head = RPNHead(
         backbone.out_channels,
@@ -218,7 +217,7 @@ def build_mask_rcnn(
         rpn_bg_iou_thresh=0.3,
         rpn_batch_size_per_image=256,
         rpn_positive_fraction=0.5,
-        box_roi_pool=MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
+        box_roi_pool=multiscale_roi_align(backbone, output_size=7),
         box_head=box_head,
         box_predictor=FastRCNNPredictor(fc_dim or d.fc_dim, num_classes),
         box_score_thresh=0.05,
@@ -228,11 +227,11 @@ def build_mask_rcnn(
         box_bg_iou_thresh=0.5,
         box_batch_size_per_image=512,
         box_positive_fraction=0.25,
-        mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
+        mask_roi_pool=multiscale_roi_align(backbone, output_size=14),
         mask_head=mask_head,
         mask_predictor=MaskPredictor(head_dim, num_classes, act=act, norm_eps=eps, norm_momentum=momentum),
     )
-    model.transform = SquarePadTransform(image_size or d.image_size, size_divisible=2 ** numbers[-1])
+    model.transform = SquarePadTransform(image_size or d.image_size, size_divisible=2 ** levels[-1])
     model.rpn.box_coder = TFBoxCoder()
     return model
 
