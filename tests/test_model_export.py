@@ -177,3 +177,30 @@ def test_torchvision_detectors_run_on_a_spinenet():
 def test_uint8_images_get_a_clear_error():
     with pytest.raises(ValueError, match=r"expects float images, got torch\.uint8"):
         torchspine.create_model("test_spinenet")(torch.zeros(1, 3, 128, 128, dtype=torch.uint8))
+
+
+def test_a_classifier_starts_from_a_detection_trained_backbone(tmp_path):
+    """``model.init_from``: the paper's transfer, a classifier initialised from a RetinaNet file's backbone."""
+    from safetensors.torch import load_file
+
+    from torchspine.config.schema import ModelCfg
+    from torchspine.engine.build import build_model
+    from torchspine.engine.export import export_model
+    from torchspine.modelfile import ModelFileError
+
+    torch.manual_seed(0)
+    detector = build_retinanet("test_spinenet", num_classes=4, image_size=128)
+    for p in detector.backbone.parameters():  # distinct from any fresh initialisation
+        torch.nn.init.normal_(p)
+    path = export_model(detector, tmp_path / "det.safetensors", variant="test_spinenet")
+    cfg = ModelCfg(task="classification", backbone="test_spinenet", image_size=128, init_from=str(path))
+    classifier = build_model(cfg, num_classes=5)
+    saved = load_file(path)
+    for key, value in classifier.classifier.backbone.state_dict().items():
+        assert torch.equal(value, saved[f"backbone.{key}"]), key
+    assert classifier.classifier.fc.out_features == 5  # a fresh head
+    other = ModelCfg(
+        task="classification", backbone="test_spinenet_mobile", semantics="model_garden", init_from=str(path)
+    )
+    with pytest.raises(ModelFileError, match=r"det\.safetensors does not fit SpineNet"):
+        build_model(other, num_classes=5)

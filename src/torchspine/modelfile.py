@@ -43,6 +43,7 @@ __all__ = [
     "Numerics",
     "Provenance",
     "RetinaNetHeadInfo",
+    "load_backbone_state",
     "load_state",
     "read_model_file",
     "read_tensors",
@@ -414,6 +415,18 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | 
                 parts.append(f"{title} ({len(items)}): {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}")
         raise ModelFileError(f"{path} does not fit {type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
+
+
+def load_backbone_state(backbone: nn.Module, path: str | Path) -> None:
+    """Load the backbone tensors of `path` into `backbone` strictly: a backbone file's own tensors, or those under
+    ``backbone.`` of a classifier or detector file (or of a plain state dict that has them)."""
+    state = read_tensors(path)
+    info = read_model_file(path)
+    if info is not None:
+        prefix = "" if info.task == "backbone" else "backbone."
+    else:
+        prefix = "backbone." if any(k.startswith("backbone.") for k in state) else ""
+    load_state(backbone, state, path, prefix=prefix)
 
 
 # --------------------------------------------------------------------------------------------------- writing
