@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 
 from conftest import OFFICIAL
 from torchspine.cli.main import main
-from torchspine.convert.converter import convert_checkpoint, save_converted
+from torchspine.convert.converter import convert_checkpoint
+from torchspine.modelfile import save_model_file
 from torchspine.models.detection.retinanet import build_retinanet
 
 
@@ -63,7 +64,7 @@ def test_eval_and_predict_with_a_plain_state_dict(demo, tmp_path, capsys):
 
 def test_eval_works_with_converted_official_weights(demo, tmp_path, capsys):
     state, meta, _ = convert_checkpoint(OFFICIAL / "mg_spinenet49_retinanet_tiny")
-    weights = save_converted(state, meta, tmp_path / "official.safetensors")
+    weights = save_model_file(state, meta, tmp_path / "official.safetensors")
     assert main(["eval", "--weights", str(weights), "--image-size", "256", "--data", str(demo)]) == 0
     assert "AP75" in capsys.readouterr().out
 
@@ -73,3 +74,13 @@ def test_plain_weights_need_a_task(tmp_path, capsys):
     save_file(build_retinanet("test_spinenet", num_classes=6).state_dict(), weights)
     assert main(["predict", "--weights", str(weights), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no torchspine metadata" in capsys.readouterr().err
+
+
+def test_conflicting_num_classes_is_an_error(tmp_path, capsys):
+    state, meta, _ = convert_checkpoint(OFFICIAL / "mg_spinenet49_retinanet_tiny")
+    weights = save_model_file(state, meta, tmp_path / "official.safetensors")
+    code = main(
+        ["predict", "--weights", str(weights), "--num-classes", "7", str(tmp_path), "--out", str(tmp_path / "o")]
+    )
+    assert code == 2
+    assert "num_classes=7 but the file's retinanet has 5 class outputs" in capsys.readouterr().err

@@ -13,10 +13,10 @@ import torchspine
 from conftest import OFFICIAL
 from tf_parity import write_tf1_checkpoint
 from torchspine.cli.main import main
-from torchspine.convert.converter import ConversionError, convert_checkpoint, save_converted
+from torchspine.convert.converter import ConversionError, convert_checkpoint
 from torchspine.convert.tf_checkpoint import CheckpointError
 from torchspine.convert.tpu_names import tpu_backbone_units
-from torchspine.weights import load_pretrained, read_metadata
+from torchspine.modelfile import read_model_file, save_model_file
 
 TOLERANCE = 1e-4
 TPU = OFFICIAL / "tpu_spinenet49_retinanet_tiny"
@@ -33,10 +33,10 @@ def to_source_order(t: torch.Tensor, per_anchor: int, source: tuple[float, ...])
 
 def retinanet_outputs(model: torch.nn.Module, x: torch.Tensor, source: tuple[float, ...]) -> dict[str, np.ndarray]:
     with torch.no_grad():
-        feats = model["backbone"](x)
-        classes, boxes = model["head"].forward_levels(list(feats.values()))
+        feats = model.backbone(x)
+        classes, boxes = model.head.forward_levels(list(feats.values()))
     out = {k: v.permute(0, 2, 3, 1).numpy() for k, v in feats.items()}
-    num_classes = model["head"].num_classes
+    num_classes = model.head.num_classes
     for key, c, b in zip(feats, classes, boxes, strict=True):
         out[f"class_{key}"] = to_source_order(c, num_classes, source)
         out[f"box_{key}"] = to_source_order(b, 4, source)
@@ -58,14 +58,15 @@ def test_tpu_retinanet_fixture_converts_and_matches(tmp_path):
         )
         == 0
     )
-    meta = read_metadata(out)
-    assert meta["task"] == "retinanet" and meta["backbone_args"]["semantics"] == "tpu"
-    assert meta["backbone_args"]["norm_eps"] == 1e-4 and meta["cfg"]["filter_size_scale"] == 0.14
-    assert meta["head"]["num_classes"] == 5 and meta["head"]["num_convs"] == 2
+    meta = read_model_file(out)
+    assert meta.task == "retinanet" and meta.backbone.numerics.semantics == "tpu"
+    assert meta.backbone.numerics.norm_eps == 1e-4 and meta.backbone.cfg.filter_size_scale == 0.14
+    assert meta.num_classes == 5 and meta.head.num_convs == 2
+    assert meta.provenance.source == "converted" and meta.provenance.implementation == "tpu"
     report = json.loads(report_path.read_text())
     assert len(report["mapped"]) == 742 and report["missing"] == []
     assert report["skipped"] == [{"tf_name": "global_step", "reason": "training step counter"}]
-    model = load_pretrained(out)
+    model = torchspine.load_model(out)
     x = torch.from_numpy(np.load(TPU / "input.npy")).permute(0, 3, 1, 2)
     assert_parity(retinanet_outputs(model, x, (1.0, 2.0, 0.5)), dict(np.load(TPU / "outputs.npz")))
 
@@ -73,7 +74,7 @@ def test_tpu_retinanet_fixture_converts_and_matches(tmp_path):
 def test_converted_backbone_loads_with_create_model(tmp_path):
     out = tmp_path / "tpu.safetensors"
     state, meta, _ = convert_checkpoint(TPU, act="swish", task="backbone")
-    save_converted(state, meta, out)
+    save_model_file(state, meta, out)
     backbone = torchspine.create_model("spinenet49", weights=out).eval()  # architecture comes from the file
     assert backbone.cfg.filter_size_scale == 0.14 and backbone.norm_eps == 1e-4
     x = torch.from_numpy(np.load(TPU / "input.npy")).permute(0, 3, 1, 2)
@@ -160,11 +161,11 @@ def test_tpu_classification_checkpoint(tmp_path):
     arrays["classification_head/dense/kernel/Momentum"] = arrays["classification_head/dense/kernel"] * 0
     prefix = write_tf1_checkpoint(arrays, tmp_path / "model.ckpt-100")
     state, meta, report = convert_checkpoint(tmp_path, act="relu")
-    assert meta["task"] == "classification" and meta["classifier"]["num_classes"] == 11
-    assert meta["backbone_args"]["norm_eps"] == 1e-5  # the classification recipe's BN
+    assert meta.task == "classification" and meta.num_classes == 11
+    assert meta.backbone.numerics.norm_eps == 1e-5  # the classification recipe's BN
     assert {s["reason"] for s in report.skipped} == {"training step counter", "optimizer slot"}
-    out = save_converted(state, meta, tmp_path / "cls.safetensors")
-    converted = load_pretrained(out)
+    out = save_model_file(state, meta, tmp_path / "cls.safetensors")
+    converted = torchspine.load_model(out)
     torch.testing.assert_close(converted.fc.bias, torch.from_numpy(arrays["classification_head/dense/bias"]))
     expected = classifier.backbone.state_dict()
     for name, value in converted.backbone.state_dict().items():
@@ -183,7 +184,7 @@ def test_tpu_mask_rcnn_checkpoint_backbone_only(tmp_path):
     with pytest.raises(ConversionError, match="Mask R-CNN heads need torchspine's Mask R-CNN model"):
         convert_checkpoint(tmp_path, act="relu")
     _, meta, report = convert_checkpoint(tmp_path, act="relu", task="backbone")
-    assert meta["task"] == "backbone" and meta["backbone_args"]["norm_eps"] == 1e-3  # Mask R-CNN configs' BN
+    assert meta.task == "backbone" and meta.backbone.numerics.norm_eps == 1e-3  # Mask R-CNN configs' BN
     assert {s["tf_name"] for s in report.skipped} == {"rpn_head/rpn/kernel", "mask_head/mask_fcn_logits/kernel"}
 
 
@@ -194,11 +195,11 @@ def test_tpu_mask_rcnn_checkpoint_backbone_only(tmp_path):
 def test_model_garden_retinanet_fixture(tmp_path):
     root = OFFICIAL / "mg_spinenet49_retinanet_tiny"
     state, meta, report = convert_checkpoint(root)  # activation and numerics inferred for Model Garden
-    assert meta["task"] == "retinanet" and meta["backbone_args"]["semantics"] == "model_garden"
-    assert meta["backbone_args"]["act"] == "swish" and meta["backbone_args"]["norm_eps"] == 1e-3
-    assert meta["cfg"]["filter_size_scale"] == 0.14 and meta["head"]["num_classes"] == 5
+    assert meta.task == "retinanet" and meta.backbone.numerics.semantics == "model_garden"
+    assert meta.backbone.numerics.act == "swish" and meta.backbone.numerics.norm_eps == 1e-3
+    assert meta.backbone.cfg.filter_size_scale == 0.14 and meta.num_classes == 5
     assert [s["reason"] for s in report.skipped] == ["object graph (metadata)"]
-    model = load_pretrained(save_converted(state, meta, tmp_path / "mg.safetensors"))
+    model = torchspine.load_model(save_model_file(state, meta, tmp_path / "mg.safetensors"))
     x = torch.from_numpy(np.load(root / "input.npy")).permute(0, 3, 1, 2)
     assert_parity(retinanet_outputs(model, x, (0.5, 1.0, 2.0)), dict(np.load(root / "outputs.npz")))
 
@@ -207,8 +208,10 @@ def test_model_garden_retinanet_fixture(tmp_path):
 def test_model_garden_mobile_fixture(tmp_path):
     root = OFFICIAL / "mg_spinenet49_mobile_tiny"
     state, meta, _ = convert_checkpoint(root, act="swish")
-    assert meta["task"] == "backbone" and meta["cfg"]["family"] == "mobile" and meta["cfg"]["filter_size_scale"] == 0.3
-    backbone = load_pretrained(save_converted(state, meta, tmp_path / "m.safetensors"))
+    assert (
+        meta.task == "backbone" and meta.backbone.cfg.family == "mobile" and meta.backbone.cfg.filter_size_scale == 0.3
+    )
+    backbone = torchspine.load_model(save_model_file(state, meta, tmp_path / "m.safetensors"))
     x = torch.from_numpy(np.load(root / "input.npy")).permute(0, 3, 1, 2)
     with torch.no_grad():
         ours = {k: v.permute(0, 2, 3, 1).numpy() for k, v in backbone(x).items()}
@@ -279,9 +282,9 @@ def test_model_garden_generated_checkpoints(name, tmp_path):
     official = {k[len("out/") :]: v for k, v in dump.items() if k.startswith("out/")}
     out = tmp_path / "converted.safetensors"
     assert main(["convert", "--tf-checkpoint", str(tmp_path / "ckpt"), "--out", str(out)]) == 0
-    meta = read_metadata(out)
-    assert meta["variant"] == variant and meta["backbone_args"]["act"] == kwargs["activation"]
-    model = load_pretrained(out)
+    meta = read_model_file(out)
+    assert meta.backbone.variant == variant and meta.backbone.numerics.act == kwargs["activation"]
+    model = torchspine.load_model(out)
     x = torch.from_numpy(dump["input"]).permute(0, 3, 1, 2)
     if head is None:
         with torch.no_grad():
@@ -319,11 +322,10 @@ def test_converted_retinanet_detects_like_the_official_postprocessing(tmp_path):
     from torchvision.models.detection.image_list import ImageList
 
     from tf_parity import model_garden_postprocess
-    from torchspine.models.detection.retinanet import build_retinanet
 
     root = OFFICIAL / "mg_spinenet49_retinanet_tiny"
     state, meta, _ = convert_checkpoint(root)
-    model = build_retinanet(weights=save_converted(state, meta, tmp_path / "mg.safetensors"), image_size=256).eval()
+    model = torchspine.load_model(save_model_file(state, meta, tmp_path / "mg.safetensors"), image_size=256)
     x = torch.from_numpy(np.load(root / "input.npy")).permute(0, 3, 1, 2)
     with torch.no_grad():
         feats = list(model.backbone(x).values())

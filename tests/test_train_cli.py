@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from torchspine.cli.main import main
+from torchspine.data.synthetic import DEMO_CATEGORIES
 from torchspine.engine.checkpoint import load_checkpoint
 
 COMMON = [
@@ -51,8 +52,8 @@ def test_train_writes_config_metrics_and_checkpoints(data, tmp_path):
 def test_run_writes_tensorboard_scalars_and_a_self_describing_model(data, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from torchspine import load_model, read_model_file
     from torchspine.engine.metrics import read_jsonl
-    from torchspine.models.detection.load import load_detector
 
     assert _train(data, tmp_path, "--set", "train.max_steps=4", "--set", "train.log_every=2") == 0
     events = EventAccumulator(str(tmp_path / "tensorboard"))
@@ -64,9 +65,12 @@ def test_run_writes_tensorboard_scalars_and_a_self_describing_model(data, tmp_pa
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([r["loss"] for r in logged])
 
     # model.safetensors rebuilds the trained detector with no flags and holds the final checkpoint's weights.
-    detector = load_detector(tmp_path / "model.safetensors")
+    detector = load_model(tmp_path / "model.safetensors")
     final = load_checkpoint(tmp_path / "checkpoints" / "ckpt-00000004.pt")["model"]
     assert detector.transform.image_size == 256 and detector.head.num_classes == 6
+    info = read_model_file(tmp_path / "model.safetensors")
+    assert info.provenance.source == "trained" and info.provenance.step == 4
+    assert set(info.category_names.values()) == set(DEMO_CATEGORIES.values())
     for key, value in detector.state_dict().items():
         torch.testing.assert_close(value, final[key], rtol=0, atol=0, msg=key)
 

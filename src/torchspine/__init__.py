@@ -1,10 +1,11 @@
 """torchspine: SpineNet scale-permuted backbones in PyTorch, exact to the official TensorFlow code."""
 
+from torchspine.loading import load_model
+from torchspine.modelfile import ModelFile, ModelFileError, read_model_file
 from torchspine.models.classifier import ImageClassifier, create_classifier
 from torchspine.models.spinenet import FeatureInfo, SpineNet
 from torchspine.registry import create_model, is_model, list_models, variant_info
 from torchspine.specs import BlockSpec, SpecError, SpineNetCfg, load_cfg, plan_graph, validate_blocks
-from torchspine.weights import load_pretrained
 
 __version__ = "0.1.0"
 
@@ -12,6 +13,8 @@ __all__ = [
     "BlockSpec",
     "FeatureInfo",
     "ImageClassifier",
+    "ModelFile",
+    "ModelFileError",
     "SpecError",
     "SpineNet",
     "SpineNetCfg",
@@ -20,8 +23,9 @@ __all__ = [
     "is_model",
     "list_models",
     "load_cfg",
-    "load_pretrained",
+    "load_model",
     "plan_graph",
+    "read_model_file",
     "validate_blocks",
     "variant_info",
 ]

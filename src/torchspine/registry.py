@@ -1,8 +1,7 @@
 """Named SpineNet variants: ``create_model``, ``list_models``, ``is_model`` (timm style).
 
-The scaling table is Model Garden's / tensorflow/tpu's ``SCALING_MAP`` (`torchspine.specs` holds the block tables);
-the reference numbers are the official implementations' measured parameter and multiply-add counts (see
-``tests/test_reference_counts.py``).
+The scaling table is Model Garden's / tensorflow/tpu's ``SCALING_MAP``; it lives with the other per-backbone
+defaults and reference numbers in `torchspine.variants` (`torchspine.specs` holds the block tables).
 """
 
 from __future__ import annotations
@@ -10,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from torchspine.models.spinenet import Semantics, SpineNet
-from torchspine.specs import SPINENET_MOBILE_BLOCKS, SpineNetCfg
+from torchspine.errors import UsageError
+from torchspine.modelfile import ModelFile, ModelFileError
+from torchspine.models.spinenet import SpineNet
+from torchspine.specs import SpineNetCfg
+from torchspine.variants import BACKBONES, BackboneDefaults
 
 _SPINENET_CFG_FIELDS = frozenset(f.name for f in dataclasses.fields(SpineNetCfg))
 _MODEL_ARGS = frozenset(
@@ -35,113 +36,9 @@ _MODEL_ARGS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class VariantInfo:
-    """A registered variant: its architecture, default numerics, and the official reference numbers.
-
-    Attributes:
-        cfg: topology and widths.
-        act: default activation (the official recipe's).
-        semantics: default numerics (the implementation that released weights for it).
-        image_size: the paper's detection input size.
-        params: official backbone trainable parameters (None for test variants).
-        macs: official backbone multiply-adds at `image_size`, or None where unpublished.
-        description: one line for ``torchspine list``.
-    """
-
-    cfg: SpineNetCfg
-    act: str
-    semantics: Semantics
-    image_size: int
-    params: int | None
-    macs: float | None
-    description: str
-
-
-def _mobile(endpoints: int, scale: float) -> SpineNetCfg:
-    return SpineNetCfg(
-        family="mobile", blocks=SPINENET_MOBILE_BLOCKS, endpoints_num_filters=endpoints, filter_size_scale=scale
-    )
-
-
-# NOTE: spinenet49s follows SCALING_MAP (128-channel endpoints). The released tensorflow/tpu SpineNet-49S detection
-# checkpoint and the published 11.9M params / 33.8B FLOPs use 256: create_model("spinenet49s",
-# endpoints_num_filters=256) builds that model (reference spinenet.md §0.7, §4.4).
-VARIANTS: dict[str, VariantInfo] = {
-    "spinenet49s": VariantInfo(
-        SpineNetCfg(endpoints_num_filters=128, filter_size_scale=0.65),
-        "swish",
-        "tpu",
-        640,
-        9_089_215,
-        12.33e9,
-        "SpineNet-49 with widths x0.65",
-    ),
-    "spinenet49": VariantInfo(SpineNetCfg(), "swish", "tpu", 640, 21_831_488, 28.26e9, "the NAS-found SpineNet-49"),
-    "spinenet96": VariantInfo(
-        SpineNetCfg(block_repeats=2),
-        "swish",
-        "tpu",
-        1024,
-        36_262_976,
-        119.05e9,
-        "SpineNet-49 with every block repeated twice",
-    ),
-    "spinenet143": VariantInfo(
-        SpineNetCfg(block_repeats=3, resample_alpha=1.0),
-        "swish",
-        "tpu",
-        1280,
-        60_247_616,
-        295.26e9,
-        "blocks x3, alpha 1.0",
-    ),
-    "spinenet143l": VariantInfo(
-        SpineNetCfg(block_repeats=3, resample_alpha=1.0, filter_size_scale=1.3),
-        "swish",
-        "tpu",
-        1280,
-        100_796_257,
-        None,
-        "SpineNet-143 with widths x1.3 (code only)",
-    ),
-    "spinenet190": VariantInfo(
-        SpineNetCfg(endpoints_num_filters=512, filter_size_scale=1.3, resample_alpha=1.0, block_repeats=4),
-        "swish",
-        "tpu",
-        1280,
-        126_587_664,
-        620.98e9,
-        "blocks x4, widths x1.3, alpha 1.0, 512-d endpoints",
-    ),
-    "spinenet49_mobile": VariantInfo(
-        _mobile(48, 1.0),
-        "hard_swish",
-        "model_garden",
-        384,
-        2_268_708,
-        0.785e9,
-        "MBConv SpineNet-49 (Model Garden SpineNetMobile)",
-    ),
-    "spinenet49s_mobile": VariantInfo(
-        _mobile(40, 0.65), "hard_swish", "model_garden", 384, 975_678, 0.341e9, "MBConv SpineNet-49, widths x0.65"
-    ),
-    "spinenet49xs_mobile": VariantInfo(
-        _mobile(24, 0.6), "swish", "model_garden", 256, 842_456, 0.129e9, "MBConv SpineNet-49, widths x0.6"
-    ),
-    "test_spinenet": VariantInfo(
-        SpineNetCfg(endpoints_num_filters=32, filter_size_scale=0.25, resample_alpha=0.5),
-        "swish",
-        "tpu",
-        128,
-        None,
-        None,
-        "tiny SpineNet-49 topology for tests",
-    ),
-    "test_spinenet_mobile": VariantInfo(
-        _mobile(16, 0.25), "swish", "model_garden", 128, None, None, "tiny SpineNet-49 mobile topology for tests"
-    ),
-}
+# The registered SpineNets' rows of the one per-backbone table (`torchspine.variants`).
+VariantInfo = BackboneDefaults
+VARIANTS: dict[str, VariantInfo] = {name: d for name, d in BACKBONES.items() if d.cfg is not None}
 
 _ENTRYPOINTS: dict[str, Callable[..., SpineNet]] = {}
 
@@ -172,7 +69,7 @@ def variant_info(name: str) -> VariantInfo:
     if name not in VARIANTS:
         close = difflib.get_close_matches(name, list(VARIANTS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} (available: {', '.join(list_models(include_test=True))})")
+        raise UsageError(f"unknown model {name!r}{hint} (available: {', '.join(list_models(include_test=True))})")
     return VARIANTS[name]
 
 
@@ -182,12 +79,13 @@ def create_model(name: str, *, weights: str | Path | None = None, **overrides: A
     Args:
         name: a name from `list_models` (``include_test=True`` lists the tiny test variants too).
         weights: optional local weights file (``.safetensors``, or ``.pt``/``.pth`` read with ``weights_only``),
-            loaded strictly. A file from ``torchspine convert`` also sets the architecture and numerics it was
-            converted with; for a detector or classifier file, its backbone is loaded.
+            loaded strictly. A torchspine model file (`torchspine.modelfile`) also sets the architecture and
+            numerics it records; for a detector or classifier file, its backbone is loaded.
         **overrides: `SpineNetCfg` fields (``endpoints_num_filters``, ``min_level``, ``max_level``, ``blocks``,
             ...) and `SpineNet` arguments (``semantics``, ``act``, ``norm_eps``, ``norm_momentum``,
             ``drop_path_rate``, ``in_chans``, ``se_gate``, ``dropblock_keep_prob``, ``dropblock_size``,
-            ``dropblock_min_level``). Anything else is an error.
+            ``dropblock_min_level``). Anything else is an error. With a model file, `SpineNet` arguments override
+            the file's numerics, and a `SpineNetCfg` field that differs from the file's architecture is an error.
 
     Returns:
         The backbone, in train mode, with TF-style random initialisation unless `weights` is given.
@@ -196,33 +94,63 @@ def create_model(name: str, *, weights: str | Path | None = None, **overrides: A
     if fn is None:
         variant_info(name)  # raises with suggestions
         raise AssertionError("unreachable")
-    prefix = ""
-    if weights is not None:
-        from torchspine.weights import backbone_kwargs, read_metadata  # lazy: only needed with a file
+    if weights is None:
+        return fn(**overrides)
+    from torchspine.modelfile import load_state, read_model_file, read_tensors
 
-        meta = read_metadata(weights)
-        if meta is not None:
-            if meta.get("variant") not in (name, "custom"):
-                raise ValueError(f"{weights} holds {meta.get('variant')} weights, not {name}")
-            # The file's architecture and numerics, then the caller's explicit overrides (e.g. drop_path_rate).
-            overrides = {**backbone_kwargs(meta), **overrides}
-            prefix = "" if meta.get("task") == "backbone" else "backbone."
-    model = fn(**overrides)
-    if weights is not None:
-        from torchspine.weights import load_weights
+    info = read_model_file(weights)
+    if info is None:
+        model = fn(**overrides)
+        load_state(model, read_tensors(weights), weights)
+        return model
+    if info.backbone.variant not in (name, "custom"):
+        raise ModelFileError(f"{weights} holds {info.backbone.variant} weights, not {name}")
+    return spinenet_from_file(info, weights, overrides, load=True)
 
-        load_weights(model, weights, prefix=prefix)
+
+def spinenet_from_file(info: ModelFile, path: str | Path, overrides: Mapping[str, Any], *, load: bool) -> SpineNet:
+    """The SpineNet a model file describes, with `overrides` (precedence: explicit arguments over the file).
+
+    `SpineNet` arguments (numerics, regularisation) override the file's; a `SpineNetCfg` field that differs from
+    the file's architecture cannot load its weights and is an error. With `load`, the file's backbone tensors are
+    loaded strictly (from under ``backbone.`` for a classifier or detector file).
+    """
+    from torchspine.modelfile import load_state, read_tensors
+
+    b = info.backbone
+    if b.cfg is None or b.numerics is None:
+        raise ModelFileError(f"{path}: its backbone is {b.variant}, not a SpineNet")
+    _check_overrides("create_model", overrides)
+    conflicts = [
+        f"{k}={v!r} (the file's is {getattr(b.cfg, k)!r})"
+        for k, v in overrides.items()
+        if k in _SPINENET_CFG_FIELDS and v != getattr(b.cfg, k)
+    ]
+    if conflicts:
+        raise ModelFileError(
+            f"{path} holds a {b.variant} with another architecture: {', '.join(conflicts)}; its weights cannot "
+            "load into that model"
+        )
+    args = {**dataclasses.asdict(b.numerics), **{k: v for k, v in overrides.items() if k in _MODEL_ARGS}}
+    model = SpineNet(b.cfg, **args)
+    if load:
+        prefix = "" if info.task == "backbone" else "backbone."
+        load_state(model, read_tensors(path), path, prefix=prefix)
     return model
 
 
-def _create(name: str, **overrides: Any) -> SpineNet:
-    info = VARIANTS[name]
+def _check_overrides(name: str, overrides: Mapping[str, Any]) -> None:
     unknown = set(overrides) - _SPINENET_CFG_FIELDS - _MODEL_ARGS
     if unknown:
         options = sorted(_SPINENET_CFG_FIELDS | _MODEL_ARGS)
         hints = {k: difflib.get_close_matches(k, options, n=1) for k in sorted(unknown)}
         detail = "; ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
         raise TypeError(f"create_model({name!r}): unknown argument(s) {detail}; expected some of {options}")
+
+
+def _create(name: str, **overrides: Any) -> SpineNet:
+    info = VARIANTS[name]
+    _check_overrides(name, overrides)
     cfg_overrides = {k: v for k, v in overrides.items() if k in _SPINENET_CFG_FIELDS}
     model_args = {k: v for k, v in overrides.items() if k in _MODEL_ARGS}
     model_args.setdefault("act", info.act)

@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from torchspine.convert.converter import ConversionError, convert_checkpoint, save_converted
+from torchspine.convert.converter import ConversionError, convert_checkpoint
+from torchspine.errors import UsageError
+from torchspine.modelfile import save_model_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="checkpoint prefix (e.g. model.ckpt-231500) or a folder holding one",
     )
-    p.add_argument("--out", required=True, type=Path, metavar="FILE.safetensors")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="FILE.safetensors",
+        help="the model file to write (its folder must exist)",
+    )
     p.add_argument("--model", help="variant to build (default: inferred from the shapes)")
     p.add_argument(
         "--task",
@@ -50,7 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.out.suffix != ".safetensors":
-        raise ValueError(f"--out {args.out}: expected a .safetensors file name")
+        raise UsageError(f"--out {args.out}: expected a .safetensors file name")
+    if not args.out.parent.is_dir():
+        raise FileNotFoundError(f"--out {args.out}: folder {args.out.parent} does not exist")
     try:
         state, metadata, report = convert_checkpoint(
             args.tf_checkpoint,
@@ -63,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     except ConversionError as err:
         print(f"torchspine convert: error: {err}", file=sys.stderr)
         return 2
-    save_converted(state, metadata, args.out)
+    save_model_file(state, metadata, args.out)
     if args.report:
         args.report.write_text(report.to_json())
     print(

@@ -15,7 +15,7 @@ _DEMO_DEFAULTS = {"detection": (200, 50, 320), "classification": (400, 100, 128)
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="data-set utilities (make-demo)")
-    actions = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    actions = p.add_subparsers(dest="data_command", required=True, metavar="ACTION", help="what to do")
     demo = actions.add_parser(
         "make-demo",
         help="write a small data set of coloured shapes (COCO detection or ImageFolder classification)",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from torchspine.cli.text import plain
 from torchspine.config import load_config
 from torchspine.engine.evaluation import format_metrics
 from torchspine.engine.predict import save_prediction_grid
@@ -24,13 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="train, evaluate and draw a small SpineNet RetinaNet on the built-in data (~9 min on 2 CPU cores)",
-        description=__doc__.split("\n\n")[0],
+        description=plain(__doc__),
     )
     p.add_argument("--output-dir", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
     p.add_argument("--backbone", help="another backbone for the same recipe, e.g. resnet50_fpn or spinenet49s")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in the same folder")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to train (default: %(default)s)"
+    )
     p.set_defaults(run=run)
 
 

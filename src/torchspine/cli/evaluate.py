@@ -1,4 +1,4 @@
-"""``torchspine eval``: COCO AP of a detector on a COCO-format dataset, with COCO results JSON."""
+"""``torchspine eval``: COCO AP of a detector, or top-1/top-5 of a classifier, on a data set."""
 
 from __future__ import annotations
 
@@ -6,48 +6,91 @@ import argparse
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from torchspine.data.coco import build_dataset
+from torchspine.data.coco_names import COCO_CATEGORY_NAMES
 from torchspine.engine.evaluation import evaluate_detector, format_metrics
-from torchspine.models.detection.load import load_detector
+from torchspine.loading import load_model
+from torchspine.modelfile import TASKS, read_model_file
+
+CLASSIFIER_IMAGE_SIZE = 224  # the paper's ImageNet crop, for classifier state dicts that do not record one
 
 
-def add_detector_args(p: argparse.ArgumentParser) -> None:
-    """Arguments that locate and build a detector (shared with ``predict``)."""
-    p.add_argument("--weights", required=True, type=Path, help="converted or trained .safetensors (or .pt) file")
-    p.add_argument("--model", help="backbone variant, for weights without torchspine metadata")
-    p.add_argument("--task", choices=["retinanet", "maskrcnn"], help="for weights without torchspine metadata")
-    p.add_argument("--num-classes", type=int, help="for weights without torchspine metadata")
-    p.add_argument("--image-size", type=int, help="square input size (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Arguments that locate and build a model from a weights file (shared with ``predict``)."""
+    p.add_argument(
+        "--weights", required=True, type=Path, help="a torchspine model file (.safetensors) or a plain state dict"
+    )
+    p.add_argument("--model", help="backbone variant; needed for weights without torchspine metadata")
+    p.add_argument(
+        "--task", choices=[t for t in TASKS if t != "backbone"], help="needed for weights without torchspine metadata"
+    )
+    p.add_argument("--num-classes", type=int, help="needed for weights without torchspine metadata")
+    p.add_argument("--image-size", type=int, help="square input size (default: the file's)")
+    p.add_argument("--batch-size", type=int, default=2, help="images per forward pass (default: %(default)s)")
+    p.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to run (default: %(default)s)"
+    )
+
+
+def load_from_args(args: argparse.Namespace) -> tuple[nn.Module, str, dict[int, str], int | None]:
+    """The model of ``--weights`` (explicit flags over the file), its task, its category names and input size.
+
+    Category names come from the file; a file without them that has COCO's 91 outputs (a converted official
+    detector) gets the COCO names.
+    """
+    model = load_model(
+        args.weights, task=args.task, backbone=args.model, num_classes=args.num_classes, image_size=args.image_size
+    )
+    info = read_model_file(args.weights)
+    task = info.task if info is not None else args.task
+    names = info.category_names if info is not None else {}
+    num_classes = info.num_classes if info is not None else args.num_classes
+    if not names and task in ("retinanet", "maskrcnn") and num_classes == 91:
+        names = dict(COCO_CATEGORY_NAMES)
+    image_size = args.image_size or (info.image_size if info is not None else None)
+    return model, task, names, image_size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="COCO box (and mask) AP of a detector on a COCO-format dataset")
-    add_detector_args(p)
+    p = sub.add_parser("eval", help="COCO box (and mask) AP of a detector, or top-1/top-5 of a classifier")
+    add_model_args(p)
     p.add_argument(
         "--data",
         required=True,
         type=Path,
-        help="a COCO-layout folder (annotations/instances_SPLIT.json + SPLIT/) or an instances JSON",
+        help="detectors: a COCO-layout folder (annotations/instances_SPLIT.json + SPLIT/) or an instances JSON; "
+        "classifiers: an ImageFolder-layout folder (SPLIT/<class>/...)",
     )
-    p.add_argument("--split", default="val", help="split of a COCO-layout folder (default: val)")
+    p.add_argument("--split", default="val", help="split of the data folder (default: val)")
     p.add_argument("--out", type=Path, metavar="results.json", help="write the detections in COCO results format")
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    detector = load_detector(
-        args.weights, model=args.model, task=args.task, num_classes=args.num_classes, image_size=args.image_size
-    )
+    model, task, names, image_size = load_from_args(args)
+    if task == "classification":
+        from torchspine.data.classification import build_classification_dataset, eval_transform
+        from torchspine.engine.classification_eval import evaluate_classifier
+        from torchspine.models.classifier_train import TrainableClassifier
+
+        classes = [names[i] for i in sorted(names)] if names else None
+        dataset = build_classification_dataset(
+            args.data, args.split, transform=eval_transform(image_size or CLASSIFIER_IMAGE_SIZE), classes=classes
+        )
+        if args.max_images:
+            dataset = torch.utils.data.Subset(dataset, range(min(args.max_images, len(dataset))))
+        metrics = evaluate_classifier(
+            TrainableClassifier(model), dataset, batch_size=args.batch_size, device=args.device
+        )
+        print(format_metrics(metrics, columns=("top1", "top5")))
+        return 0
     dataset = build_dataset(args.data, args.split)
     if args.max_images:
         dataset = torch.utils.data.Subset(dataset, range(min(args.max_images, len(dataset))))
-    metrics = evaluate_detector(
-        detector, dataset, batch_size=args.batch_size, device=args.device, results_file=args.out
-    )
+    metrics = evaluate_detector(model, dataset, batch_size=args.batch_size, device=args.device, results_file=args.out)
     print(format_metrics(metrics))
     if args.out:
         print(f"detections written to {args.out}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from torchspine.errors import UsageError
 from torchspine.registry import list_models, variant_info
 from torchspine.specs import load_cfg, plan_graph
 
@@ -22,7 +23,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_cfg(name) if name.endswith((".yaml", ".yml", ".json")) else variant_info(name).cfg
         print(plan_graph(cfg).describe())
         return 0
-    for name in list_models(args.pattern, include_test=args.all):
+    names = list_models(args.pattern, include_test=args.all)
+    if not names:
+        hint = "" if args.all else " (--all includes the tiny test variants)"
+        raise UsageError(f"no variant matches {args.pattern!r}{hint}; `torchspine list` shows them all")
+    for name in names:
         info = variant_info(name)
         print(f"{name:<22} {info.image_size:>5}px  {info.description}")
     return 0

@@ -1,4 +1,9 @@
-"""``torchspine <command>``: one entry point, one module per subcommand (``add_parser`` + ``run``)."""
+"""``torchspine <command>``: one entry point, one module per subcommand (``add_parser`` + ``run``).
+
+Errors: torchspine's own errors (`torchspine.errors.TorchspineError`: bad arguments, configs, files, data), the
+architecture errors of `torchspine.specs` (kept free of the package's imports, so not a subclass) and OS errors
+about the user's files print one line and exit with status 2. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,11 @@ from collections.abc import Sequence
 
 from torchspine import __version__
 from torchspine.cli import convert, data, demo, evaluate, list_models, predict, profile, train
+from torchspine.errors import TorchspineError
+from torchspine.specs import SpecError
 
 COMMANDS = (demo, list_models, profile, convert, data, evaluate, predict, train)
+USER_ERRORS = (TorchspineError, SpecError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, TypeError, KeyError) as err:
+    except USER_ERRORS as err:
         print(f"torchspine {args.command}: error: {err}", file=sys.stderr)
         return 2
 

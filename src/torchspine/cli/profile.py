@@ -10,44 +10,17 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from torchspine.errors import UsageError
 from torchspine.models.classifier import create_classifier
 from torchspine.registry import create_model, list_models, variant_info
 from torchspine.utils.complexity import measure
+from torchspine.variants import BACKBONES
 
-# Published ImageNet classifiers (tensorflow/tpu MODEL_ZOO, 1001 classes, 224x224): params, "FLOPs" (= MACs).
-CLASSIFICATION_REFERENCE: dict[str, tuple[float, float]] = {
-    "spinenet49": (22.1e6, 3.5e9),
-    "spinenet96": (36.5e6, 5.7e9),
-    "spinenet143": (60.5e6, 9.1e9),
-    "spinenet190": (127.1e6, 19.1e9),
-}
-
-
-# RetinaNet (91 classes, 9 anchors): backbone + head params and MACs of the official models, measured on the TF
-# implementations (reference spinenet.md §1.9, §3) and matching the published 28.5M/85.4B, 43.0M/265.4B, ...;
-# ResNet-50-FPN: tensorflow/tpu MODEL_ZOO. (name, image size, backbone overrides, params, MACs)
-RETINANET_REFERENCE: list[tuple[str, int, dict, float, float]] = [
-    ("spinenet49s", 640, {"endpoints_num_filters": 256}, 11_944_598, 33.74e9),
-    ("spinenet49", 640, {}, 28_543_383, 85.28e9),
+# Extra RetinaNet rows besides each variant at its paper size (name, image size, backbone overrides, params, MACs):
+# SpineNet-49 at 896 (paper Table 2) and SpineNet-49S as released (256-d endpoints; the table's 49S RetinaNet
+# reference is that released model's). The per-variant references are in `torchspine.variants`.
+EXTRA_RETINANET_ROWS: list[tuple[str, int, dict, float, float]] = [
     ("spinenet49", 896, {}, 28_543_383, 167.15e9),
-    ("spinenet96", 1024, {}, 42_974_871, 265.03e9),
-    ("spinenet143", 1280, {}, 66_959_511, 523.3e9),
-    ("spinenet190", 1280, {}, 163_637_351, 1881.7e9),
-    ("spinenet49_mobile", 384, {}, 2_337_579, 0.981e9),
-    ("spinenet49s_mobile", 384, {}, 1_030_653, 0.496e9),
-    ("spinenet49xs_mobile", 256, {}, 872_711, 0.166e9),
-    ("resnet50_fpn", 640, {}, 34.0e6, 97.0e9),
-]
-
-
-# Mask R-CNN (91 classes): published params / "FLOPs" (tensorflow/tpu MODEL_ZOO; 49S from the paper's Table 6),
-# which count the box head on 1000 proposals and the mask head on 100 detections (see MaskRCNNCost).
-MASK_RCNN_REFERENCE: list[tuple[str, int, float, float]] = [
-    ("spinenet49s", 640, 13.9e6, 60.2e9),
-    ("spinenet49", 640, 40.8e6, 215.7e9),
-    ("spinenet96", 1024, 55.2e6, 314.6e9),
-    ("spinenet143", 1280, 79.2e6, 498.4e9),
-    ("spinenet190", 1536, 168.2e6, 1685.7e9),
 ]
 
 
@@ -63,10 +36,24 @@ class _BackboneAndHead(nn.Module):
 
 
 def _retinanet(name: str, overrides: dict) -> nn.Module:
-    from torchspine.models.detection.retinanet import RETINANET_DEFAULTS, build_retinanet
+    from torchspine.models.detection.retinanet import build_retinanet
 
     backbone = create_model(name, **overrides) if overrides else name
-    return _BackboneAndHead(build_retinanet(backbone, num_classes=91, num_filters=RETINANET_DEFAULTS[name].num_filters))
+    d = BACKBONES[name].retinanet
+    return _BackboneAndHead(
+        build_retinanet(backbone, num_classes=91, num_filters=d.num_filters, anchor_size=d.anchor_size)
+    )
+
+
+def _retinanet_rows() -> list[tuple[str, int, dict, float, float]]:
+    """Each backbone with a RetinaNet reference at its paper size, then `EXTRA_RETINANET_ROWS`."""
+    rows = []
+    for name, d in BACKBONES.items():
+        if d.retinanet.params is not None and d.retinanet.macs is not None:
+            # The 49S reference is the released model's, with 256-d endpoints (reference spinenet.md §1.9, §4.4).
+            overrides = {"endpoints_num_filters": 256} if name == "spinenet49s" else {}
+            rows.append((name, d.image_size, overrides, d.retinanet.params, d.retinanet.macs))
+    return rows + EXTRA_RETINANET_ROWS
 
 
 # SpineNet-49S as released (256-d endpoints): exact params from the checkpoint; MACs "about 12.78B" (§1.9).
@@ -107,7 +94,7 @@ def profile_rows(tasks: list[str], pattern: str = "*") -> list[ProfileRow]:
                     )
                 )
     if "retinanet" in tasks:
-        for name, size, overrides, ref_params, ref_macs in RETINANET_REFERENCE:
+        for name, size, overrides, ref_params, ref_macs in _retinanet_rows():
             if fnmatch.fnmatch(name, pattern):
                 c = measure(lambda n=name, o=overrides: _retinanet(n, o), (size, size))
                 label = name + "".join(f" ({k}={v})" for k, v in overrides.items())
@@ -115,13 +102,16 @@ def profile_rows(tasks: list[str], pattern: str = "*") -> list[ProfileRow]:
     if "maskrcnn" in tasks:
         from torchspine.models.detection.mask_rcnn import MaskRCNNCost, build_mask_rcnn
 
-        for name, size, ref_params, ref_macs in MASK_RCNN_REFERENCE:
-            if fnmatch.fnmatch(name, pattern):
+        for name, d in BACKBONES.items():
+            m = d.mask_rcnn
+            if m.params is not None and fnmatch.fnmatch(name, pattern):
+                size, ref_params, ref_macs = m.image_size, m.params, m.macs
                 c = measure(lambda n=name: MaskRCNNCost(build_mask_rcnn(n)), (size, size))
                 rows.append(ProfileRow("maskrcnn", name, size, c.params, c.macs, ref_params, ref_macs))
     if "classification" in tasks:
-        for name, (ref_params, ref_macs) in CLASSIFICATION_REFERENCE.items():
-            if name in list_models(pattern):
+        for name, d in BACKBONES.items():
+            if d.classification is not None and name in list_models(pattern):
+                ref_params, ref_macs = d.classification.params, d.classification.macs
                 c = measure(lambda n=name: create_classifier(n, num_classes=1001), (224, 224))
                 rows.append(ProfileRow("classification", name, 224, c.params, c.macs, ref_params, ref_macs))
     return rows
@@ -158,9 +148,14 @@ def format_table(rows: list[ProfileRow]) -> str:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="params and MACs of every variant vs. the official numbers")
-    p.add_argument("--task", choices=["backbone", "classification", "retinanet", "maskrcnn", "all"], default="all")
+    p.add_argument(
+        "--task",
+        choices=["backbone", "classification", "retinanet", "maskrcnn", "all"],
+        default="all",
+        help="which models to measure (default: all)",
+    )
     p.add_argument("--model", default="*", help="shell-style filter on variant names")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     p.set_defaults(run=run)
 
 
@@ -168,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     tasks = ["backbone", "classification", "retinanet", "maskrcnn"] if args.task == "all" else [args.task]
     rows = profile_rows(tasks, args.model)
     if not rows:
-        raise ValueError(f"no variant matches {args.model!r}; see `torchspine list`")
+        raise UsageError(f"no variant matches {args.model!r}; see `torchspine list`")
     if args.format == "json":
         print(json.dumps([asdict(r) for r in rows], indent=1))
     else:

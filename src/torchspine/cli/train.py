@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 
+from torchspine.cli.text import plain
 from torchspine.config import dump_config, list_experiments, load_config, validate_world_size
 from torchspine.engine.build import build_datasets, build_model, num_classes_for
 from torchspine.engine.classification_eval import CLS_METRIC_NAMES
 from torchspine.engine.distributed import init_distributed
 from torchspine.engine.evaluation import AP_NAMES, format_metrics
 from torchspine.engine.run import CACHE_DIR, train_experiment
+from torchspine.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a detector or classifier (paper recipes, resume, DDP via torchrun)",
-        description=__doc__.split("\n\n")[0],
+        description=plain(__doc__),
     )
     p.add_argument("--experiment", help="registered experiment (see --list)")
     p.add_argument("--data", help="COCO folder or JSON; ImageFolder root for classification (default: demo data)")
@@ -50,7 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="continue from the newest valid checkpoint in --output-dir; bare --resume fails when there is none, "
         "--resume auto then starts from scratch (for preemptible or elastic jobs)",
     )
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to train (default: %(default)s)"
+    )
     p.add_argument("--list", action="store_true", help="list the registered experiments")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the model, then exit")
     p.set_defaults(run=run)
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(list_experiments()))
         return 0
     if not args.experiment:
-        raise ValueError("--experiment is required (see `torchspine train --list`)")
+        raise UsageError("--experiment is required (see `torchspine train --list`)")
     overrides = list(args.overrides) + ([f"data.data={args.data}"] if args.data else [])
     cfg = load_config(args.experiment, args.config, overrides)
     if args.dry_run:
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         print(build_model(cfg.model, num_classes_for(cfg, train_set), label_smoothing=cfg.schedule.label_smoothing))
         return 0
     if args.output_dir is None:
-        raise ValueError("--output-dir is required")
+        raise UsageError("--output-dir is required")
     result = train_experiment(cfg, args.output_dir, resume=args.resume, device=args.device)
     if result.dist.is_main:
         print(f"finished at step {result.step}/{result.max_steps} in {result.output_dir}")

@@ -18,6 +18,8 @@ import fnmatch
 from collections.abc import Callable
 
 from torchspine.config.schema import DataCfg, EvalCfg, ExperimentCfg, ModelCfg, OptimCfg, ScheduleCfg, TrainCfg, derive
+from torchspine.errors import UnknownNameError
+from torchspine.variants import BACKBONES
 
 __all__ = ["get_experiment", "list_experiments", "register_experiment"]
 
@@ -49,7 +51,7 @@ def get_experiment(name: str) -> ExperimentCfg:
     if fn is None:
         close = difflib.get_close_matches(name, list(_EXPERIMENTS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown experiment {name!r}{hint} (see `torchspine list experiments`)")
+        raise UnknownNameError(f"unknown experiment {name!r}{hint} (see `torchspine train --list`)")
     return derive(fn(), name=name)
 
 
@@ -78,8 +80,8 @@ def _step_schedule(epochs: float, lr: float, warmup_epochs: float = _TF_WARMUP_E
 
 # ----------------------------------------------------------------------------------------------------- RetinaNet
 
-# backbone -> detection input size (paper §5.1 / tensorflow/tpu YAMLs).
-_RETINANET_SIZES = {"spinenet49s": 640, "spinenet49": 640, "spinenet96": 1024, "spinenet143": 1280, "spinenet190": 1280}
+# The paper's RetinaNet backbones; input sizes (paper §5.1 / tensorflow/tpu YAMLs) from `torchspine.variants`.
+_RETINANET_BACKBONES = ("spinenet49s", "spinenet49", "spinenet96", "spinenet143", "spinenet190")
 
 
 def _retinanet_base() -> ExperimentCfg:
@@ -124,7 +126,7 @@ def _retinanet_protocol(backbone: str, protocol: str) -> ExperimentCfg:
         _retinanet_base(),
         model={
             "backbone": backbone,
-            "image_size": _RETINANET_SIZES[backbone],
+            "image_size": BACKBONES[backbone].image_size,
             "act": act,
             "drop_path_rate": dp,
             **dropblock,
@@ -140,7 +142,7 @@ def _register_retinanet(backbone: str, protocol: str) -> None:
     register_experiment(name)(lambda: _retinanet_protocol(backbone, protocol))
 
 
-for _backbone in _RETINANET_SIZES:
+for _backbone in _RETINANET_BACKBONES:
     for _protocol in ("a", "b", "c"):
         _register_retinanet(_backbone, _protocol)
 
@@ -159,23 +161,20 @@ def _register_resnet_baseline(backbone: str, image_size: int) -> None:
     register_experiment(f"retinanet_{backbone}_protocol_b")(factory)
 
 
-for _backbone, _size in (("resnet50_fpn", 640), ("resnet101_fpn", 1024), ("resnet152_fpn", 1280)):
-    _register_resnet_baseline(_backbone, _size)
+for _backbone in ("resnet50_fpn", "resnet101_fpn", "resnet152_fpn"):
+    _register_resnet_baseline(_backbone, BACKBONES[_backbone].image_size)
 
 
 # -------------------------------------------------------------------------------------------------- Mobile (MG)
 
-_MOBILE = {  # backbone -> (input size, activation); Model Garden coco_spinenet49{,s,xs}_mobile_tpu.yaml
-    "spinenet49_mobile": (384, "hard_swish"),
-    "spinenet49s_mobile": (384, "hard_swish"),
-    "spinenet49xs_mobile": (256, "swish"),
-}
+# Model Garden coco_spinenet49{,s,xs}_mobile_tpu.yaml; input size and activation from `torchspine.variants`.
+_MOBILE = ("spinenet49_mobile", "spinenet49s_mobile", "spinenet49xs_mobile")
 
 
 def _mobile_recipe(backbone: str) -> ExperimentCfg:
     """Model Garden SpineNet-Mobile RetinaNet: 600 epochs (277,200 steps at 462/epoch), boundaries 263,340 /
     272,580 (the last 30 and 10 epochs), L2 3e-5, stochastic depth 0.2, scale 0.5-2.0, BN 0.99/1e-3."""
-    size, act = _MOBILE[backbone]
+    size, act = BACKBONES[backbone].image_size, BACKBONES[backbone].act
     # UNVERIFIED: the peak LR (0.32, Model Garden's usual RetinaNet value; the TPU mobile YAML uses 0.28), the
     # absence of gradient clipping, and the warm-up (Model Garden's usual 2000 steps from 0.0067).
     lr = 0.32
@@ -196,7 +195,7 @@ def _mobile_recipe(backbone: str) -> ExperimentCfg:
 
 # ------------------------------------------------------------------------------------------------- Mask R-CNN
 
-_MASK_RCNN_SIZES = {"spinenet49s": 640, "spinenet49": 640, "spinenet96": 1024, "spinenet143": 1280, "spinenet190": 1536}
+_MASK_RCNN_BACKBONES = ("spinenet49s", "spinenet49", "spinenet96", "spinenet143", "spinenet190")
 
 
 def _mask_rcnn_recipe(backbone: str) -> ExperimentCfg:
@@ -212,7 +211,7 @@ def _mask_rcnn_recipe(backbone: str) -> ExperimentCfg:
         model={
             "task": "maskrcnn",
             "backbone": backbone,
-            "image_size": _MASK_RCNN_SIZES[backbone],
+            "image_size": BACKBONES[backbone].mask_rcnn.image_size,
             "act": "swish" if is_190 else "relu",
             "drop_path_rate": 0.2 if is_190 else 0.0,
         },
@@ -265,7 +264,7 @@ def _register(name: str, factory: Callable[[str], ExperimentCfg], backbone: str)
 
 for _backbone in _MOBILE:
     _register(f"retinanet_{_backbone}", _mobile_recipe, _backbone)
-for _backbone in _MASK_RCNN_SIZES:
+for _backbone in _MASK_RCNN_BACKBONES:
     _register(f"maskrcnn_{_backbone}", _mask_rcnn_recipe, _backbone)
 for _backbone in ("spinenet49", "spinenet96", "spinenet143", "spinenet190"):
     _register(f"classification_{_backbone}", _classification_recipe, _backbone)

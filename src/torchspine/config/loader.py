@@ -32,6 +32,7 @@ import yaml
 
 from torchspine.config.experiments import get_experiment
 from torchspine.config.schema import RESNET_BACKBONES, ExperimentCfg
+from torchspine.errors import TorchspineError
 
 __all__ = [
     "ConfigError",
@@ -49,7 +50,7 @@ _T = TypeVar("_T")
 _NULLS = ("none", "null", "~")
 
 
-class ConfigError(ValueError):
+class ConfigError(TorchspineError, ValueError):
     """An invalid configuration: unknown key, wrong type, or impossible value. The message names the key."""
 
 

@@ -59,6 +59,9 @@ class ModelCfg:
             protocol A); None (default) disables it, as in both official SpineNets. Not for ResNet-FPN or mobile.
         dropblock_size: DropBlock block size, odd.
         dropblock_min_level: lowest block level that gets DropBlock (2: every block, stem groups included).
+        init_from: a model file (any task) or backbone state dict whose backbone initialises this model's backbone
+            before training: the paper's transfer, e.g. a classifier from a detection-trained SpineNet. The
+            architectures must match (a mismatch names the tensors); heads start fresh.
     """
 
     task: Task = "retinanet"
@@ -75,6 +78,7 @@ class ModelCfg:
     dropblock_keep_prob: float | None = None
     dropblock_size: int = 7
     dropblock_min_level: int = 2
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +38,20 @@ from torchspine.convert.infer import (
 from torchspine.convert.tf_checkpoint import list_variables, load_variables, resolve_checkpoint_prefix
 from torchspine.convert.tpu_names import tpu_backbone_units, tpu_retinanet_head_names
 from torchspine.convert.transforms import BN_SUFFIXES, conv_kernel, transformed_shape
+from torchspine.modelfile import (
+    BackboneInfo,
+    ClassifierHeadInfo,
+    ModelFile,
+    Numerics,
+    Provenance,
+    RetinaNetHeadInfo,
+)
 from torchspine.models.detection.heads import RetinaNetHead
 from torchspine.models.spinenet import SpineNet
 from torchspine.registry import variant_info
 from torchspine.specs import SpineNetCfg, cfg_to_dict
+from torchspine.variants import backbone_defaults
 
-FORMAT_VERSION = 1
 CANONICAL_ASPECT_RATIOS = (0.5, 1.0, 2.0)  # torchspine's anchor order (Model Garden's)
 SOURCE_ASPECT_RATIOS = {"tpu": (1.0, 2.0, 0.5), "model_garden": (0.5, 1.0, 2.0)}
 # BatchNorm (epsilon, PyTorch momentum) the official configs train with; not stored in checkpoints.
@@ -140,7 +147,7 @@ def convert_checkpoint(
     semantics: Literal["auto", "tpu", "model_garden"] = "auto",
     act: str | None = None,
     norm_eps: float | None = None,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any], ConversionReport]:
+) -> tuple[dict[str, torch.Tensor], ModelFile, ConversionReport]:
     """Convert a TF SpineNet checkpoint to a torchspine state dict.
 
     Args:
@@ -152,7 +159,8 @@ def convert_checkpoint(
         norm_eps: BatchNorm epsilon (default: the official config's for this format and task).
 
     Returns:
-        ``(state_dict, metadata, report)``; `metadata` rebuilds the model (see `torchspine.weights`).
+        ``(state_dict, model_file, report)``; write them with `torchspine.modelfile.save_model_file`, and
+        `torchspine.load_model` rebuilds the model.
 
     Raises:
         ConversionError: the checkpoint is not a convertible SpineNet, or does not match `model`.
@@ -209,22 +217,18 @@ def convert_checkpoint(
     with torch.device("meta"):
         backbone = SpineNet(cfg, **backbone_args)
     entries = _backbone_entries(backbone, fmt, root, "" if task == "backbone" else "backbone.")
-    metadata: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "task": task,
-        "variant": variant,
-        "cfg": cfg_to_dict(cfg),
-        "backbone_args": backbone_args,
-    }
+    num_classes: int | None = None
+    head_info: RetinaNetHeadInfo | ClassifierHeadInfo | None = None
     own = {("" if task == "backbone" else "backbone.") + k: v for k, v in backbone.state_dict().items()}
     if task == "retinanet":
-        head_meta, head_entries, head = _head(shapes, fmt, cfg, act, eps, norm_momentum)
-        metadata["head"] = head_meta
+        anchor_size = backbone_defaults(variant).retinanet.anchor_size
+        notes.append(f"anchor size {anchor_size} (the paper's for {variant}; not stored in checkpoints)")
+        num_classes, head_info, head_entries, head = _head(shapes, fmt, cfg, act, eps, norm_momentum, anchor_size)
         entries += head_entries
         own.update({f"head.{k}": v for k, v in head.state_dict().items()})
     elif task == "classification":
         kernel = shapes["classification_head/dense/kernel"]
-        metadata["classifier"] = {"num_classes": kernel[1]}
+        num_classes, head_info = kernel[1], ClassifierHeadInfo()
         entries += [
             _Entry("fc.weight", "classification_head/dense/kernel", "dense"),
             _Entry("fc.bias", "classification_head/dense/bias", "copy"),
@@ -240,7 +244,13 @@ def convert_checkpoint(
         notes=notes,
     )
     state = _apply(prefix, entries, shapes, own, report, task, fmt, root)
-    metadata["source"] = {"checkpoint": prefix.name, "format": fmt, "variables_mapped": len(report.mapped)}
+    metadata = ModelFile(
+        task=task,
+        backbone=BackboneInfo(variant, cfg, Numerics(**backbone_args)),
+        num_classes=num_classes,
+        head=head_info,
+        provenance=Provenance("converted", checkpoint=prefix.name, implementation=fmt),
+    )
     return state, metadata, report
 
 
@@ -257,8 +267,14 @@ def _backbone_entries(model: SpineNet, fmt: SourceFormat, root: str, prefix: str
 
 
 def _head(
-    shapes: Mapping[str, tuple[int, ...]], fmt: SourceFormat, cfg: SpineNetCfg, act: str, eps: float, momentum: float
-) -> tuple[dict[str, Any], list[_Entry], RetinaNetHead]:
+    shapes: Mapping[str, tuple[int, ...]],
+    fmt: SourceFormat,
+    cfg: SpineNetCfg,
+    act: str,
+    eps: float,
+    momentum: float,
+    anchor_size: float,
+) -> tuple[int, RetinaNetHeadInfo, list[_Entry], RetinaNetHead]:
     levels = range(cfg.min_level, cfg.max_level + 1)
     if fmt == "tpu":
         num_convs = len([n for n in shapes if re.fullmatch(r"retinanet/class_net/class-\d+/kernel", n)])
@@ -282,17 +298,14 @@ def _head(
         raise ConversionError("RetinaNet head variables incomplete (tower conv or predictors missing)")
     num_anchors = box_pred[3] // 4
     num_classes = cls_pred[3] // num_anchors
-    head_meta = {
-        "num_classes": num_classes,
-        "num_anchors": num_anchors,
-        "num_convs": num_convs,
-        "num_filters": tower[3],
-        "separable": separable,
-        "num_levels": len(levels),
-        "anchor_aspect_ratios": list(CANONICAL_ASPECT_RATIOS),
-        "anchor_num_scales": num_anchors // 3,
-        "source_anchor_aspect_ratios": list(SOURCE_ASPECT_RATIOS[fmt]),
-    }
+    head_info = RetinaNetHeadInfo(
+        num_convs=num_convs,
+        num_filters=tower[3],
+        separable=separable,
+        anchor_size=anchor_size,
+        num_scales=num_anchors // len(CANONICAL_ASPECT_RATIOS),
+        aspect_ratios=CANONICAL_ASPECT_RATIOS,  # converted heads are permuted to torchspine's order
+    )
     with torch.device("meta"):
         head = RetinaNetHead(
             cfg.endpoints_num_filters,
@@ -325,7 +338,7 @@ def _head(
         is_pred_out = key.startswith(("cls.predict", "box.predict")) and not key.endswith("depthwise.weight")
         perm = (cls_perm if key.startswith("cls.") else box_perm) if is_pred_out else None
         entries.append(_Entry(f"head.{key}", tf_name, transform, perm))
-    return head_meta, entries, head
+    return num_classes, head_info, entries, head
 
 
 def _claimed(name: str, fmt: SourceFormat, root: str, task: str) -> bool:
@@ -410,25 +423,3 @@ def _apply(
         if key.endswith("num_batches_tracked"):
             state[key] = torch.zeros((), dtype=torch.long)
     return state
-
-
-def save_converted(state: Mapping[str, torch.Tensor], metadata: Mapping[str, Any], out: str | os.PathLike[str]) -> Path:
-    """Write a safetensors file atomically (temporary file, fsync, rename) with torchspine metadata."""
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        save_file(dict(state), tmp, metadata={"torchspine": json.dumps(metadata)})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out

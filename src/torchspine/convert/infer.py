@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from torchspine.convert.transforms import transformed_shape
+from torchspine.errors import TorchspineError
 from torchspine.models.spinenet import SpineNet
 from torchspine.registry import VARIANTS
 from torchspine.specs import FILTER_SIZES, SPINENET_MOBILE_BLOCKS, SPINENET_STEM_FILTERS, SpineNetCfg, plan_graph
@@ -26,7 +27,7 @@ Task = Literal["backbone", "retinanet", "maskrcnn", "classification"]
 SourceFormat = Literal["tpu", "model_garden"]
 
 
-class ConversionError(ValueError):
+class ConversionError(TorchspineError, ValueError):
     """The checkpoint cannot be converted (not SpineNet, another architecture, missing or mismatched variables)."""
 
 

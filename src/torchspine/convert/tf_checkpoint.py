@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from torchspine.errors import TorchspineError
+
 __all__ = ["CheckpointError", "crc32c", "list_variables", "load_variables", "resolve_checkpoint_prefix"]
 
 _TABLE_MAGIC = 0xDB4775248B80FB57
@@ -47,7 +49,7 @@ _DTYPES = {
 }  # fmt: skip
 
 
-class CheckpointError(ValueError):
+class CheckpointError(TorchspineError, ValueError):
     """A checkpoint file is truncated, corrupted or uses a feature this reader does not support."""
 
 

@@ -35,6 +35,7 @@ from torchvision.transforms import v2
 
 from torchspine.data.batching import list_collate
 from torchspine.data.image_io import load_skipping_bad, read_image
+from torchspine.errors import UsageError
 
 __all__ = [
     "EVAL_CROP_FRACTION",
@@ -66,7 +67,7 @@ def train_transform(image_size: int, area_range: tuple[float, float], *, hflip: 
     """
     lo, hi = area_range
     if not 0 < lo <= hi <= 1:
-        raise ValueError(f"area_range={area_range}: expected 0 < min <= max <= 1 (fractions of the image area)")
+        raise UsageError(f"area_range={area_range}: expected 0 < min <= max <= 1 (fractions of the image area)")
     steps: list[Any] = [v2.RandomResizedCrop(image_size, scale=(lo, hi), ratio=(3 / 4, 4 / 3), antialias=True)]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
@@ -133,7 +134,7 @@ class ImageFolderClassification(Dataset):
         self.classes: list[str] = list(classes) if classes is not None else found
         if found != self.classes:
             missing, extra = sorted(set(self.classes) - set(found)), sorted(set(found) - set(self.classes))
-            raise ValueError(
+            raise UsageError(
                 f"{self.root}: class folders differ from the expected classes (missing: {missing or 'none'}, "
                 f"extra: {extra or 'none'}); every split needs the same class folders"
             )

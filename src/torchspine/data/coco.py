@@ -47,6 +47,7 @@ from torch.utils.data import Dataset
 
 from torchspine.data.batching import list_collate
 from torchspine.data.image_io import ImageError, load_skipping_bad, read_image
+from torchspine.errors import TorchspineError
 
 __all__ = ["CocoDetection", "CocoFormatError", "build_dataset", "encode_mask", "polygons_to_mask"]
 
@@ -59,7 +60,7 @@ Transform = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
 _MAX_LISTED = 20
 
 
-class CocoFormatError(ValueError):
+class CocoFormatError(TorchspineError, ValueError):
     """An annotation file that cannot be used; the message names the file and every problem found."""
 
 

@@ -19,13 +19,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from torchspine.errors import TorchspineError
+
 __all__ = ["ImageError", "load_skipping_bad", "read_image"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ImageError(ValueError):
+class ImageError(TorchspineError, ValueError):
     """An image file that cannot be decoded into RGB pixels; the message names the file and the problem."""
 
 

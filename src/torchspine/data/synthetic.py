@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from torchspine.data.coco import encode_mask, polygons_to_mask
+from torchspine.errors import UsageError
 
 __all__ = ["DEMO_CATEGORIES", "make_demo_dataset"]
 
@@ -71,9 +72,9 @@ def make_demo_dataset(
         ``out_dir`` as a ``Path``.
     """
     if num_train < 0 or num_val < 0:
-        raise ValueError(f"image counts must be >= 0, got num_train={num_train}, num_val={num_val}")
+        raise UsageError(f"image counts must be >= 0, got num_train={num_train}, num_val={num_val}")
     if image_size < 32:
-        raise ValueError(f"image_size must be at least 32, got {image_size}")
+        raise UsageError(f"image_size must be at least 32, got {image_size}")
     out = Path(out_dir)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):

@@ -26,6 +26,7 @@ from torchspine.data.coco import polygons_to_mask
 
 # The detection demo's drawing helpers: same shapes and colours, so both demos look alike.
 from torchspine.data.synthetic import DEMO_CATEGORIES, _background, _object_colour, _paint, _shape_polygon
+from torchspine.errors import UsageError
 
 __all__ = ["DEMO_CLASSES", "make_demo_classification_dataset"]
 
@@ -52,12 +53,12 @@ def make_demo_classification_dataset(
         `out_dir` as a ``Path``.
     """
     if min(num_train, num_val) < len(DEMO_CLASSES):
-        raise ValueError(
+        raise UsageError(
             f"num_train={num_train}, num_val={num_val}: each split needs at least one image per class "
             f"({len(DEMO_CLASSES)})"
         )
     if image_size < 32:
-        raise ValueError(f"image_size must be at least 32, got {image_size}")
+        raise UsageError(f"image_size must be at least 32, got {image_size}")
     out = Path(out_dir)
     for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
         for name in DEMO_CLASSES:

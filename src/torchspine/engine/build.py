@@ -20,6 +20,7 @@ from torchspine.data.synthetic import make_demo_dataset
 from torchspine.data.synthetic_classification import make_demo_classification_dataset
 from torchspine.data.transforms import Compose, RandomHorizontalFlip, RandomResizeCrop
 from torchspine.engine.trainer import warmup_step_schedule
+from torchspine.modelfile import load_backbone_state
 from torchspine.models.classifier import create_classifier
 from torchspine.models.classifier_train import TrainableClassifier
 from torchspine.models.detection.mask_rcnn import build_mask_rcnn
@@ -79,7 +80,8 @@ def build_datasets(data: DataCfg, model: ModelCfg, cache: Path) -> tuple[Dataset
 
 def build_model(model: ModelCfg, num_classes: int, *, label_smoothing: float = 0.0) -> nn.Module:
     """The detector or classifier the config describes, with its backbone overrides; a classifier comes wrapped in
-    `TrainableClassifier` (``model(images, targets)`` -> losses), with `label_smoothing` in its loss."""
+    `TrainableClassifier` (``model(images, targets)`` -> losses), with `label_smoothing` in its loss. With
+    ``init_from``, the backbone starts from that file's backbone tensors (transfer between tasks)."""
     backbone_args: dict = {}
     if model.backbone not in RESNET_FPN_BACKBONES:
         backbone_args = {
@@ -99,6 +101,14 @@ def build_model(model: ModelCfg, num_classes: int, *, label_smoothing: float = 0
                 dropblock_size=model.dropblock_size,
                 dropblock_min_level=model.dropblock_min_level,
             )
+    built = _build_task(model, num_classes, backbone_args, label_smoothing)
+    if model.init_from is not None:
+        backbone = built.classifier.backbone if isinstance(built, TrainableClassifier) else built.backbone
+        load_backbone_state(backbone, model.init_from)
+    return built
+
+
+def _build_task(model: ModelCfg, num_classes: int, backbone_args: dict, label_smoothing: float) -> nn.Module:
     if model.task == "retinanet":
         return build_retinanet(
             model.backbone, backbone_args=backbone_args, num_classes=num_classes, image_size=model.image_size

@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from torchspine.errors import TorchspineError
+
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -82,7 +84,7 @@ _PLAIN_MAPPINGS = frozenset({dict, OrderedDict})
 _PLAIN_SEQUENCES = frozenset({list, tuple, set})
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TorchspineError, RuntimeError):
     """A checkpoint file cannot be loaded, or does not hold a valid torchspine checkpoint."""
 
 

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from torchspine.data.batching import list_collate
 from torchspine.engine.distributed import gather_to_all, shard_dataset
+from torchspine.errors import UsageError
 
 __all__ = ["CLS_METRIC_NAMES", "evaluate_classifier"]
 
@@ -53,7 +54,7 @@ def evaluate_classifier(
     """
     num_images = len(dataset)  # type: ignore[arg-type]
     if num_images == 0:
-        raise ValueError("the dataset is empty: nothing to evaluate")
+        raise UsageError("the dataset is empty: nothing to evaluate")
     if distributed:
         dataset = shard_dataset(dataset)
         num_images = len(dataset)  # type: ignore[arg-type]

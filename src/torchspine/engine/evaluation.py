@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from torchspine.data.batching import list_collate
 from torchspine.engine.distributed import gather_to_all, is_main_process, shard_dataset
+from torchspine.errors import UsageError
 
 __all__ = [
     "AP_NAMES",
@@ -286,7 +287,7 @@ def _to_annotation_frame(
     (h, w), (h0, w0) = seen_hw, gt_hw
     # A resize rounds each side to whole pixels, so the aspect ratios may differ by up to a pixel.
     if abs(h0 * w / w0 - h) > 1 and abs(w0 * h / h0 - w) > 1:
-        raise ValueError(
+        raise UsageError(
             f"image {image_id}: the model saw {h}x{w} pixels but the annotations are for {h0}x{w0}, which is not a "
             "resize; evaluate without cropping or padding transforms"
         )
@@ -346,7 +347,7 @@ def evaluate_detector(
     coco_gt = _find_coco(dataset)
     num_images = len(dataset)  # type: ignore[arg-type]
     if num_images == 0:
-        raise ValueError("the dataset is empty: nothing to evaluate")
+        raise UsageError("the dataset is empty: nothing to evaluate")
     if distributed:
         dataset = shard_dataset(dataset)
         num_images = len(dataset)  # type: ignore[arg-type]

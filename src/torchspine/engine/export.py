@@ -1,50 +1,136 @@
-"""A trained detector as a self-describing ``.safetensors`` file, the same format ``torchspine convert`` writes.
+"""A trained model as a torchspine model file (`torchspine.modelfile`), the same format ``torchspine convert`` writes.
 
-The metadata (`torchspine.weights` format 1) records the backbone variant, its architecture and numerics, the head
-and the training input size, so ``torchspine eval/predict --weights model.safetensors`` and
-``build_retinanet(weights=...)`` rebuild the model with no further flags. The file holds tensors only (no pickle).
+Every task exports: a run leaves ``OUTPUT_DIR/model.safetensors`` whose description (read off the built model, so
+it cannot disagree with the tensors) records the backbone's architecture and numerics, the head, the training input
+size, the category names of the data set and the run's provenance. ``torchspine eval/predict --weights`` and
+`torchspine.load_model` rebuild the model with no further flags. The file holds tensors only (no pickle).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from torch import nn
+from torchvision.models.detection import MaskRCNN
 
-from torchspine.convert.converter import FORMAT_VERSION, save_converted
-from torchspine.models.detection.anchors import ASPECT_RATIOS
+from torchspine.modelfile import (
+    BackboneInfo,
+    ClassifierHeadInfo,
+    MaskRCNNHeadInfo,
+    ModelFile,
+    Numerics,
+    Provenance,
+    RetinaNetHeadInfo,
+    categories_from,
+    save_model_file,
+)
+from torchspine.models.classifier import ImageClassifier
+from torchspine.models.classifier_train import TrainableClassifier
+from torchspine.models.detection.retinanet import SpineNetRetinaNet
 from torchspine.models.spinenet import SpineNet
-from torchspine.specs import cfg_to_dict
+
+__all__ = ["describe_model", "export_model"]
 
 
-def retinanet_metadata(model: nn.Module, variant: str, image_size: int) -> dict[str, Any]:
-    """Format-1 metadata of a `build_retinanet` model whose backbone was built from the registered `variant`."""
-    backbone, head = model.backbone, model.head
-    meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "task": "retinanet", "variant": variant}
+def _backbone_info(backbone: nn.Module, variant: str) -> BackboneInfo:
     if isinstance(backbone, SpineNet):
-        meta["cfg"] = cfg_to_dict(backbone.cfg)
-        meta["backbone_args"] = {
-            "semantics": backbone.semantics,
-            "act": backbone.act_name,
-            "norm_eps": backbone.norm_eps,
-            "norm_momentum": backbone.norm_momentum,
-        }
-    meta["head"] = {
-        "num_classes": head.num_classes,
-        "num_anchors": head.num_anchors,
-        "num_convs": head.num_convs,
-        "num_filters": head.num_filters,
-        "separable": head.separable,
-        "num_levels": head.num_levels,
-        "anchor_aspect_ratios": list(ASPECT_RATIOS),
-    }
-    meta["image_size"] = image_size
-    meta["source"] = {"format": "torchspine-train"}
-    return meta
+        numerics = Numerics(backbone.semantics, backbone.act_name, backbone.norm_eps, backbone.norm_momentum)
+        return BackboneInfo(variant, backbone.cfg, numerics)
+    return BackboneInfo(variant)  # a ResNet-FPN baseline: torchvision builds it from the name
 
 
-def export_retinanet(model: nn.Module, path: str | Path, *, variant: str, image_size: int) -> Path:
-    """Write `model`'s weights (float tensors as trained, BN statistics included) and metadata to `path`."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return save_converted(state, retinanet_metadata(model, variant, image_size), path)
+def describe_model(
+    model: nn.Module,
+    *,
+    variant: str,
+    categories: Mapping[int, str] | None = None,
+    provenance: Provenance | None = None,
+    image_size: int | None = None,
+) -> tuple[ModelFile, nn.Module]:
+    """The `ModelFile` of a model built by `torchspine.engine.build.build_model` (or the builders), and the module
+    whose state dict the file holds (a `TrainableClassifier` is unwrapped to its `ImageClassifier`).
+
+    Args:
+        model: a SpineNet, an `ImageClassifier` (or `TrainableClassifier`), or a RetinaNet / Mask R-CNN from
+            `build_retinanet` / `build_mask_rcnn`.
+        variant: the registered backbone name it was built from (``"custom"`` for an unregistered config).
+        categories: id -> name of the classes (detectors: category ids; classifiers: output indices).
+        provenance: where the weights come from (default: ``saved``).
+        image_size: a classifier's input size (detectors record their transform's).
+    """
+    cats = categories_from(categories or {})
+    prov = provenance or Provenance()
+    if isinstance(model, TrainableClassifier):
+        model = model.classifier
+    if isinstance(model, SpineNet):
+        return ModelFile("backbone", _backbone_info(model, variant), provenance=prov), model
+    if isinstance(model, ImageClassifier):
+        info = ModelFile(
+            "classification",
+            _backbone_info(model.backbone, variant),
+            num_classes=model.num_classes,
+            head=ClassifierHeadInfo(),
+            image_size=image_size,
+            categories=cats,
+            provenance=prov,
+        )
+        return info, model
+    backbone = model.backbone
+    image_size = int(model.transform.image_size)
+    if isinstance(model, SpineNetRetinaNet):
+        head, anchors = model.head, model.anchor_generator
+        retinanet = RetinaNetHeadInfo(
+            num_convs=head.num_convs,
+            num_filters=head.num_filters,
+            separable=head.separable,
+            anchor_size=float(anchors.anchor_size),
+            num_scales=anchors.num_scales,
+            aspect_ratios=tuple(anchors.aspect_ratios),
+        )
+        info = ModelFile(
+            "retinanet",
+            _backbone_info(backbone, variant),
+            num_classes=head.num_classes,
+            head=retinanet,
+            image_size=image_size,
+            categories=cats,
+            provenance=prov,
+        )
+        return info, model
+    if isinstance(model, MaskRCNN):
+        roi = model.roi_heads
+        mask_rcnn = MaskRCNNHeadInfo(
+            head_dim=model.rpn.head.conv.out_channels,
+            num_convs=len(roi.box_head.convs),
+            fc_dim=roi.box_head.fc.out_features,
+            anchor_size=float(model.rpn.anchor_generator.anchor_size),
+        )
+        info = ModelFile(
+            "maskrcnn",
+            _backbone_info(backbone, variant),
+            num_classes=roi.box_predictor.cls_score.out_features,
+            head=mask_rcnn,
+            image_size=image_size,
+            categories=cats,
+            provenance=prov,
+        )
+        return info, model
+    raise TypeError(f"cannot describe a {type(model).__name__}: not a torchspine backbone, classifier or detector")
+
+
+def export_model(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    variant: str,
+    categories: Mapping[int, str] | None = None,
+    provenance: Provenance | None = None,
+    image_size: int | None = None,
+) -> Path:
+    """Write `model`'s weights (float tensors as trained, BN statistics included) and description to `path`
+    (arguments as `describe_model`)."""
+    info, module = describe_model(
+        model, variant=variant, categories=categories, provenance=provenance, image_size=image_size
+    )
+    return save_model_file(module.state_dict(), info, path)

@@ -37,9 +37,17 @@ from tqdm.auto import tqdm
 
 from torchspine.data.image_io import ImageError, read_image
 from torchspine.engine.evaluation import to_coco_results
+from torchspine.errors import UsageError
 from torchspine.visualize import draw_detections, save_png
 
-__all__ = ["IMAGE_EXTENSIONS", "PREDICTIONS_FILE", "collect_images", "predict_images", "save_prediction_grid"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "PREDICTIONS_FILE",
+    "classify_images",
+    "collect_images",
+    "predict_images",
+    "save_prediction_grid",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +71,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
         ValueError: no inputs were given, or a folder holds no image file.
     """
     if not inputs:
-        raise ValueError("no input images or folders given")
+        raise UsageError("no input images or folders given")
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -74,7 +82,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
                 if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
             )
             if not found:
-                raise ValueError(f"{path}: folder holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
+                raise UsageError(f"{path}: folder holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
             paths.extend(found)
         elif path.exists():
             paths.append(path)
@@ -102,7 +110,7 @@ def _png_names(paths: Sequence[Path], out_dir: Path) -> list[str]:
             name = f"{path.stem}-{k}.png"
         used.add(name.lower())
         if (out_dir / name).resolve() in inputs:
-            raise ValueError(f"writing {out_dir / name} would overwrite an input image; choose another output folder")
+            raise UsageError(f"writing {out_dir / name} would overwrite an input image; choose another output folder")
         names.append(name)
     return names
 
@@ -182,7 +190,7 @@ def predict_images(
         The path of the JSON file (layout in the module docstring).
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise UsageError(f"batch_size must be at least 1, got {batch_size}")
     out_dir = Path(out_dir)
     paths = [Path(p) for p in paths]
     png_names = _png_names(paths, out_dir)
@@ -271,3 +279,59 @@ def save_prediction_grid(
     padded = [F.pad(d, (0, width - d.shape[2], 0, height - d.shape[1])) for d in drawn]
     grid = make_grid(torch.stack(padded), nrow=columns, padding=4, pad_value=255)
     return save_png(grid, path)
+
+
+def classify_images(
+    model: nn.Module,
+    paths: Sequence[Path],
+    out_dir: Path,
+    *,
+    image_size: int,
+    class_names: Mapping[int, str] | None = None,
+    top_k: int = 5,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Classify image files; write ``out_dir/predictions.json`` with the `top_k` classes of each image.
+
+    Args:
+        model: ``model(images)`` -> logits for ``[0, 1]`` float images of one size (a `TrainableClassifier`,
+            which normalises them); run in eval mode under ``torch.inference_mode()``.
+        paths: image files, e.g. from ``collect_images``.
+        out_dir: output folder, created if missing.
+        image_size: the evaluation crop (`torchspine.data.classification.eval_transform`).
+        class_names: class index -> name.
+        top_k: classes reported per image.
+        batch_size: images per forward pass.
+        device: where the model runs.
+
+    Returns:
+        The JSON path and its ``results``: ``{"file_name", "top": [{"class", "name", "probability"}]}`` per image.
+    """
+    from torchspine.data.classification import eval_transform
+
+    transform = eval_transform(image_size)
+    names = dict(class_names or {})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    jobs = [(Path(p), "") for p in paths]
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(jobs), batch_size):
+                batch = _read_batch(jobs[start : start + batch_size], skipped)
+                if not batch:
+                    continue
+                probs = model([transform(image).to(device) for _, _, image in batch]).softmax(dim=1)
+                top = probs.topk(min(top_k, probs.shape[1]), dim=1)
+                for (path, _, _), p, idx in zip(batch, top.values.tolist(), top.indices.tolist(), strict=True):
+                    ranked = [{"class": i, "name": names.get(i), "probability": q} for i, q in zip(idx, p, strict=True)]
+                    results.append({"file_name": str(path), "top": ranked})
+    finally:
+        model.train(was_training)
+    json_path = out_dir / PREDICTIONS_FILE
+    json_path.write_text(json.dumps({"results": results, "skipped": skipped}, indent=1))
+    return json_path, results

@@ -7,7 +7,8 @@ Shared by ``torchspine train`` and ``torchspine demo``; the CLI only resolves th
     OUTPUT_DIR/tensorboard/          the same numbers as TensorBoard scalars
     OUTPUT_DIR/checkpoints/          ckpt-<step>.pt (last N) and best.pt (by box AP, or top-1 for classifiers)
     OUTPUT_DIR/detections.json       detectors: the latest evaluation's detections, COCO results format
-    OUTPUT_DIR/model.safetensors     RetinaNet: the final model with metadata (torchspine eval/predict --weights ...)
+    OUTPUT_DIR/model.safetensors     the final model with its description and category names (every task;
+                                     torchspine eval/predict --weights ..., torchspine.load_model)
 
 Multi-process runs (``torchrun``) train with DDP; every process evaluates its share of the validation images and
 only the main process writes files.
@@ -36,11 +37,13 @@ from torchspine.engine.checkpoint import CheckpointManager, build_checkpoint, re
 from torchspine.engine.classification_eval import evaluate_classifier
 from torchspine.engine.distributed import DistInfo, init_distributed, wrap_model
 from torchspine.engine.evaluation import evaluate_detector
-from torchspine.engine.export import export_retinanet
+from torchspine.engine.export import export_model
 from torchspine.engine.hooks import CheckpointHook, EvalHook, ProgressHook
 from torchspine.engine.metrics import MetricsLog, rewind_jsonl
 from torchspine.engine.signals import GracefulExit
 from torchspine.engine.trainer import ResumableSampler, Trainer
+from torchspine.errors import UsageError
+from torchspine.modelfile import Provenance
 from torchspine.utils.allocator import keep_freed_memory
 
 logger = logging.getLogger(__name__)
@@ -59,8 +62,7 @@ class TrainingResult:
         max_steps: steps the run was asked for.
         metrics: the last evaluation, flattened (``{"bbox/AP": ...}``); empty if none ran.
         output_dir: the run folder.
-        weights: the exported ``model.safetensors`` (None when the model type has no exporter, or off the main
-            process).
+        weights: the exported ``model.safetensors`` (None off the main process).
         dist: the process's place in the process group.
     """
 
@@ -81,6 +83,14 @@ class TrainingResult:
             kind, name = key.split("/", 1)
             nested.setdefault(kind, {})[name] = value
         return nested
+
+
+def _category_names(dataset: Dataset) -> dict[int, str]:
+    """Label -> name of a training set: COCO category names, or an ImageFolder's class folders by index."""
+    names = getattr(dataset, "category_names", None)
+    if names is not None:
+        return dict(names)
+    return dict(enumerate(getattr(dataset, "classes", [])))
 
 
 def _seed_everything(seed: int) -> None:
@@ -118,7 +128,7 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_resumable_config(saved: Mapping[str, Any], cfg: ExperimentCfg, where: Path) -> None:
-    """Raise ``ValueError`` listing every difference between a checkpoint's config and `cfg` outside
+    """Raise `UsageError` listing every difference between a checkpoint's config and `cfg` outside
     `RESUMABLE_CHANGES` (``name`` is informational and ignored)."""
     old, new = _flatten(saved), _flatten(dataclasses.asdict(cfg))
     allowed = [*RESUMABLE_CHANGES, "name"]
@@ -128,7 +138,7 @@ def check_resumable_config(saved: Mapping[str, Any], cfg: ExperimentCfg, where: 
         if old.get(key) != new.get(key) and not any(fnmatch.fnmatch(key, pattern) for pattern in allowed)
     ]
     if changed:
-        raise ValueError(
+        raise UsageError(
             f"cannot resume the run in {where} with a different config:\n  "
             + "\n  ".join(changed)
             + f"\nA resumed run may only change {', '.join(RESUMABLE_CHANGES)}. Restore those values, or train "
@@ -147,7 +157,7 @@ def _check_enough_samples(num_samples: int, micro_batch: int, world_size: int, c
         return
     source = cfg.data.data or "the built-in demo data"
     skipped = " after skipping bad images (data.skip_bad=true)" if cfg.data.skip_bad else ""
-    raise ValueError(
+    raise UsageError(
         f"training split {cfg.data.train_split!r} of {source} has {num_samples} usable image(s){skipped}, fewer "
         f"than one batch: global batch {cfg.train.global_batch_size} = {micro_batch} per process x {world_size} "
         f"process(es) x {cfg.train.grad_accum_steps} accumulation step(s). Add images or lower "
@@ -212,7 +222,7 @@ def train_experiment(
     manager = CheckpointManager(output_dir / "checkpoints", keep_last=cfg.train.keep_last, best_metric=best_metric)
     mode: ResumeMode = {True: "auto", False: "never"}.get(resume, resume)  # type: ignore[arg-type]
     if mode not in ("never", "auto", "must"):
-        raise ValueError(f"resume={resume!r}: expected 'never', 'auto' or 'must'")
+        raise UsageError(f"resume={resume!r}: expected 'never', 'auto' or 'must'")
     checkpoint = None
     if mode != "never":
         try:
@@ -299,16 +309,24 @@ def train_experiment(
     finally:
         log.close()
     weights = None
-    if dist_info.is_main and cfg.model.task == "retinanet":
-        weights = export_retinanet(
-            inner, output_dir / "model.safetensors", variant=cfg.model.backbone, image_size=cfg.model.image_size
+    metrics = dict(getattr(trainer, "metrics", {}))
+    if dist_info.is_main:
+        weights = export_model(
+            inner,
+            output_dir / "model.safetensors",
+            variant=cfg.model.backbone,
+            categories=_category_names(train_set),
+            image_size=cfg.model.image_size,
+            provenance=Provenance(
+                "trained", experiment=cfg.name or None, step=trainer.step, metrics=tuple(sorted(metrics.items()))
+            ),
         )
     return TrainingResult(
         model=inner,
         val_set=val_set,
         step=trainer.step,
         max_steps=max_steps,
-        metrics=dict(getattr(trainer, "metrics", {})),
+        metrics=metrics,
         output_dir=output_dir,
         weights=weights,
         dist=dist_info,

@@ -20,12 +20,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from torchspine.errors import TorchspineError
+
 logger = logging.getLogger(__name__)
 
 AmpMode = Literal["none", "bf16", "fp16"]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TorchspineError, RuntimeError):
     """Too many consecutive steps had a NaN or infinite loss: the run is diverging."""
 
 

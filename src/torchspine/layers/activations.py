@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from torchspine.errors import UsageError
+
 
 class TFHardSigmoid(nn.Module):
     """Model Garden's ``hard_sigmoid``: ``relu6(x + 3) * 0.16667``.
@@ -35,4 +37,4 @@ def get_act_layer(name: str) -> Callable[[], nn.Module]:
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None
+        raise UsageError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None

@@ -8,7 +8,6 @@ levels. (Model Garden's generic classifier uses the top level only, which is not
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -69,15 +68,11 @@ class ImageClassifier(nn.Module):
 
 
 def create_classifier(
-    name: str, num_classes: int = 1000, *, drop_rate: float = 0.0, weights: str | Path | None = None, **overrides: Any
+    name: str, num_classes: int = 1000, *, drop_rate: float = 0.0, **overrides: Any
 ) -> ImageClassifier:
     """A classifier on the registered backbone `name`; `overrides` go to `torchspine.create_model`.
 
-    The official ImageNet models count 1001 classes (class 0 is background).
+    The official ImageNet models count 1001 classes (class 0 is background). Weights files are loaded by
+    `torchspine.load_model`.
     """
-    model = ImageClassifier(create_model(name, **overrides), num_classes, drop_rate=drop_rate)
-    if weights is not None:
-        from torchspine.weights import load_weights
-
-        load_weights(model, weights)
-    return model
+    return ImageClassifier(create_model(name, **overrides), num_classes, drop_rate=drop_rate)

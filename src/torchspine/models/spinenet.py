@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from torchspine.errors import UsageError
 from torchspine.layers.activations import get_act_layer
 from torchspine.layers.blocks import BottleneckBlock, MBConvBlock, ResidualBlock
 from torchspine.layers.conv import ConvNormAct, NormLayer
@@ -126,22 +127,22 @@ class SpineNet(nn.Module):
     ) -> None:
         super().__init__()
         if semantics not in SEMANTICS:
-            raise ValueError(f"semantics={semantics!r}: expected one of {sorted(SEMANTICS)}")
+            raise UsageError(f"semantics={semantics!r}: expected one of {sorted(SEMANTICS)}")
         if cfg.family == "mobile" and semantics != "model_garden":
-            raise ValueError(
+            raise UsageError(
                 "SpineNet-Mobile follows Model Garden's SpineNetMobile; tensorflow/tpu's SpineNet-MBConv is a "
                 "different model (swish/sigmoid squeeze-excitation) and is not implemented: use "
                 "semantics='model_garden'"
             )
         if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate={drop_path_rate}: expected a value in [0, 1)")
+            raise UsageError(f"drop_path_rate={drop_path_rate}: expected a value in [0, 1)")
         if dropblock_keep_prob is not None:
             if cfg.family == "mobile":
-                raise ValueError("dropblock_keep_prob: DropBlock is only available for the ResNet-block SpineNets")
+                raise UsageError("dropblock_keep_prob: DropBlock is only available for the ResNet-block SpineNets")
             if not 0.0 < dropblock_keep_prob <= 1.0:
-                raise ValueError(f"dropblock_keep_prob={dropblock_keep_prob}: expected a value in (0, 1]")
+                raise UsageError(f"dropblock_keep_prob={dropblock_keep_prob}: expected a value in (0, 1]")
             if dropblock_size < 1 or dropblock_size % 2 == 0:
-                raise ValueError(f"dropblock_size={dropblock_size}: expected an odd size >= 1")
+                raise UsageError(f"dropblock_size={dropblock_size}: expected an odd size >= 1")
         numerics = SEMANTICS[semantics]
         self.cfg = cfg
         self.plan: GraphPlan = plan_graph(cfg)
@@ -294,15 +295,20 @@ class SpineNet(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         if x.ndim != 4:
-            raise ValueError(f"SpineNet expects an (N, C, H, W) image batch, got a tensor of shape {tuple(x.shape)}")
+            raise UsageError(f"SpineNet expects an (N, C, H, W) image batch, got a tensor of shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise UsageError(
+                f"SpineNet expects float images, got {x.dtype}: convert (and normalise) first, e.g. "
+                "x.float() / 255 for uint8 pixels, then subtract the mean and divide by the std"
+            )
         if x.shape[1] != self.in_chans:
-            raise ValueError(
+            raise UsageError(
                 f"SpineNet was built for {self.in_chans} input channels, got {x.shape[1]} "
                 f"(input shape {tuple(x.shape)}; images must be NCHW)"
             )
         smallest = 2**self.max_block_level
         if x.shape[-2] < smallest or x.shape[-1] < smallest:
-            raise ValueError(
+            raise UsageError(
                 f"input {x.shape[-2]}x{x.shape[-1]} is too small: this SpineNet has level-{self.max_block_level} "
                 f"blocks (stride {smallest}), so H and W must be at least {smallest}"
             )

@@ -22,6 +22,18 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
+
+def feature_levels(backbone: nn.Module) -> tuple[int, ...]:
+    """The pyramid levels of a detection backbone, from its static ``feature_info`` (consecutive, ascending).
+
+    Anchors, head levels and padding divisibility follow these, so the detectors work with any level range.
+    """
+    levels = tuple(int(f.level) for f in backbone.feature_info)
+    if not levels or levels != tuple(range(levels[0], levels[0] + len(levels))):
+        raise ValueError(f"detection backbones need consecutive ascending feature levels, got {levels}")
+    return levels
+
+
 # torchspine's canonical aspect-ratio order (Model Garden's); converted tensorflow/tpu heads are permuted to it.
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 

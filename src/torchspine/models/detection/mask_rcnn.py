@@ -21,22 +21,22 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
 
+from torchspine.errors import UsageError
 from torchspine.layers.activations import get_act_layer
-from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder
+from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder, feature_levels
 from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES, ResNetFPN
+from torchspine.models.detection.roi import multiscale_roi_align
 from torchspine.models.detection.transform import SquarePadTransform
-from torchspine.registry import create_model, variant_info
+from torchspine.registry import create_model
+from torchspine.variants import backbone_defaults
 
 
 class RPNHead(nn.Module):
@@ -138,28 +138,6 @@ class MaskPredictor(nn.Module):
         return self.logits(self.act(self.norm(self.upsample(x))))
 
 
-@dataclass(frozen=True)
-class MaskRCNNDefaults:
-    """The paper's per-backbone Mask R-CNN settings (reference spinenet.md §4.2)."""
-
-    image_size: int
-    head_dim: int = 256  # RPN, box-head and mask-head conv width
-    num_convs: int = 4  # convs of the box and mask heads
-    fc_dim: int = 1024
-    anchor_size: float = 3.0
-
-
-MASK_RCNN_DEFAULTS: dict[str, MaskRCNNDefaults] = {
-    "spinenet49s": MaskRCNNDefaults(640, head_dim=128, fc_dim=512),
-    "spinenet49": MaskRCNNDefaults(640),
-    "spinenet96": MaskRCNNDefaults(1024),
-    "spinenet143": MaskRCNNDefaults(1280),
-    "spinenet190": MaskRCNNDefaults(1536, head_dim=384, num_convs=7, anchor_size=5.0),
-    "test_spinenet": MaskRCNNDefaults(128, head_dim=32, num_convs=1, fc_dim=64),
-    "resnet50_fpn": MaskRCNNDefaults(640),
-}
-
-
 def build_mask_rcnn(
     backbone: str | nn.Module = "spinenet49",
     *,
@@ -171,7 +149,6 @@ def build_mask_rcnn(
     fc_dim: int | None = None,
     anchor_size: float | None = None,
     act: str | None = None,
-    weights: str | Path | None = None,
 ) -> MaskRCNN:
     """A Mask R-CNN as in the paper, following torchvision's detection API.
 
@@ -185,21 +162,25 @@ def build_mask_rcnn(
         fc_dim: width of the box head's FC (default: 1024; 512 for 49S).
         anchor_size: RPN anchor size in strides (default: 3; 5 for 190).
         act: head activation (default: the backbone's).
-        weights: a trained ``.safetensors``/``.pt`` state dict of the whole model.
+
+    The RPN levels, anchors, RoI pooling levels and padding follow the backbone's ``feature_info``. Weights files
+    are loaded by `torchspine.load_model`.
     """
-    name = backbone if isinstance(backbone, str) else ""
-    d = MASK_RCNN_DEFAULTS.get(name, MASK_RCNN_DEFAULTS["spinenet49"])
+    d = backbone_defaults(backbone if isinstance(backbone, str) else "custom").mask_rcnn
     if isinstance(backbone, str):
         if backbone in RESNET_FPN_BACKBONES:
+            if backbone_args:
+                raise UsageError(f"backbone_args {sorted(backbone_args)} do not apply to {backbone}")
             backbone = ResNetFPN(backbone)
         else:
-            variant_info(backbone)
             backbone = create_model(backbone, **(backbone_args or {}))
     act = act or getattr(backbone, "act_name", "relu")
     eps, momentum = getattr(backbone, "norm_eps", 1e-3), getattr(backbone, "norm_momentum", 0.01)
     head_dim, num_convs = head_dim or d.head_dim, num_convs or d.num_convs
-    levels = [info.key for info in backbone.feature_info]
-    anchors = TFAnchorGenerator(3, 7, anchor_size or d.anchor_size, num_scales=1, aspect_ratios=ASPECT_RATIOS)
+    levels = feature_levels(backbone)
+    anchors = TFAnchorGenerator(
+        levels[0], levels[-1], anchor_size or d.anchor_size, num_scales=1, aspect_ratios=ASPECT_RATIOS
+    )
     rpn_head = RPNHead(
         backbone.out_channels,
         head_dim,
@@ -236,7 +217,7 @@ def build_mask_rcnn(
         rpn_bg_iou_thresh=0.3,
         rpn_batch_size_per_image=256,
         rpn_positive_fraction=0.5,
-        box_roi_pool=MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
+        box_roi_pool=multiscale_roi_align(backbone, output_size=7),
         box_head=box_head,
         box_predictor=FastRCNNPredictor(fc_dim or d.fc_dim, num_classes),
         box_score_thresh=0.05,
@@ -246,16 +227,12 @@ def build_mask_rcnn(
         box_bg_iou_thresh=0.5,
         box_batch_size_per_image=512,
         box_positive_fraction=0.25,
-        mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
+        mask_roi_pool=multiscale_roi_align(backbone, output_size=14),
         mask_head=mask_head,
         mask_predictor=MaskPredictor(head_dim, num_classes, act=act, norm_eps=eps, norm_momentum=momentum),
     )
-    model.transform = SquarePadTransform(image_size or d.image_size, size_divisible=2**7)
+    model.transform = SquarePadTransform(image_size or d.image_size, size_divisible=2 ** levels[-1])
     model.rpn.box_coder = TFBoxCoder()
-    if weights is not None:
-        from torchspine.weights import load_weights
-
-        load_weights(model, weights)
     return model
 
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from torchspine.errors import UsageError
 from torchspine.models.spinenet import FeatureInfo
 
 RESNET_FPN_BACKBONES = {"resnet50_fpn": "resnet50", "resnet101_fpn": "resnet101", "resnet152_fpn": "resnet152"}
@@ -32,7 +33,7 @@ class ResNetFPN(nn.Module):
     def __init__(self, name: str, out_channels: int = 256) -> None:
         super().__init__()
         if name not in RESNET_FPN_BACKBONES:
-            raise ValueError(f"unknown ResNet-FPN backbone {name!r}; expected one of {sorted(RESNET_FPN_BACKBONES)}")
+            raise UsageError(f"unknown ResNet-FPN backbone {name!r}; expected one of {sorted(RESNET_FPN_BACKBONES)}")
         self.body = resnet_fpn_backbone(
             backbone_name=RESNET_FPN_BACKBONES[name],
             weights=None,

@@ -8,9 +8,7 @@ transform, and the official matcher and post-processing settings.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,41 +16,14 @@ from torch import Tensor, nn
 from torchvision.models.detection import RetinaNet
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder
+from torchspine.errors import UsageError
+from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder, feature_levels
 from torchspine.models.detection.heads import RetinaNetHead
 from torchspine.models.detection.matching import match_anchors
 from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES, ResNetFPN
 from torchspine.models.detection.transform import SquarePadTransform
-from torchspine.registry import create_model, variant_info
-
-
-@dataclass(frozen=True)
-class RetinaNetDefaults:
-    """The paper's per-backbone RetinaNet settings (reference spinenet.md §4.1)."""
-
-    image_size: int
-    num_convs: int = 4
-    num_filters: int = 256
-    anchor_size: float = 3.0
-    separable: bool = False
-
-
-RETINANET_DEFAULTS: dict[str, RetinaNetDefaults] = {
-    "spinenet49s": RetinaNetDefaults(640, num_filters=128),
-    "spinenet49": RetinaNetDefaults(640),
-    "spinenet96": RetinaNetDefaults(1024),
-    "spinenet143": RetinaNetDefaults(1280, anchor_size=4.0),
-    "spinenet143l": RetinaNetDefaults(1280, anchor_size=4.0),
-    "spinenet190": RetinaNetDefaults(1280, num_convs=7, num_filters=512, anchor_size=4.0),
-    "spinenet49_mobile": RetinaNetDefaults(384, num_filters=48, separable=True),
-    "spinenet49s_mobile": RetinaNetDefaults(384, num_filters=40, separable=True),
-    "spinenet49xs_mobile": RetinaNetDefaults(256, num_filters=24, separable=True),
-    "test_spinenet": RetinaNetDefaults(128, num_convs=2, num_filters=32),
-    "test_spinenet_mobile": RetinaNetDefaults(128, num_convs=2, num_filters=16, separable=True),
-    "resnet50_fpn": RetinaNetDefaults(640),
-    "resnet101_fpn": RetinaNetDefaults(1024),
-    "resnet152_fpn": RetinaNetDefaults(1280, anchor_size=4.0),
-}
+from torchspine.registry import create_model
+from torchspine.variants import backbone_defaults
 
 
 class SpineNetRetinaNet(RetinaNet):
@@ -100,7 +71,7 @@ class SpineNetRetinaNet(RetinaNet):
 
 
 def build_retinanet(
-    backbone: str | nn.Module | None = None,
+    backbone: str | nn.Module = "spinenet49",
     *,
     backbone_args: Mapping[str, Any] | None = None,
     num_classes: int = 91,
@@ -108,91 +79,74 @@ def build_retinanet(
     num_convs: int | None = None,
     num_filters: int | None = None,
     anchor_size: float | None = None,
+    num_scales: int = 3,
+    aspect_ratios: Sequence[float] = ASPECT_RATIOS,
     separable: bool | None = None,
     act: str | None = None,
     score_thresh: float = 0.05,
     nms_thresh: float = 0.5,
     detections_per_img: int = 100,
     topk_candidates: int = 5000,
-    weights: str | Path | None = None,
 ) -> RetinaNet:
     """A RetinaNet as in the paper, following torchvision's detection API (images in, ``list[dict]`` out).
 
+    The head levels, the anchors and the padding (to a multiple of ``2**max_level``) follow the backbone's
+    ``feature_info``, so P3-P7, P2-P6 or P4-P7 backbones all work. Weights files are loaded by
+    `torchspine.load_model`, which passes what the file records as these arguments.
+
     Args:
         backbone: a registered SpineNet name, ``"resnet50_fpn"``/``"resnet101_fpn"``/``"resnet152_fpn"``, or a
-            backbone module with ``out_channels`` and ``feature_info`` returning ``p3..p7`` (default: the variant
-            recorded in `weights`, else ``"spinenet49"``). A name also selects the paper's head defaults.
+            backbone module with ``out_channels`` and ``feature_info`` (consecutive levels). A name also selects
+            the paper's head defaults (`torchspine.variants`); a module gets SpineNet-49's.
         backbone_args: `torchspine.create_model` overrides for a named SpineNet (e.g. ``drop_path_rate``,
-            ``norm_momentum``, ``act``).
+            ``norm_momentum``, ``act``, ``min_level``).
         num_classes: class outputs (the official COCO models: 91, indexed by COCO category id).
-        image_size: square input size (default: the one recorded in `weights`, else the paper's for the backbone); a
-            multiple of 128.
+        image_size: square input size (default: the paper's for the backbone); a multiple of ``2**max_level``.
         num_convs: head tower depth (default: 4; 7 for SpineNet-190).
         num_filters: head width (default: 128 for 49S, 256, 512 for 190, 48/40/24 for the mobile models).
         anchor_size: anchor base size in strides (default: 3; 4 for SpineNet-143/190).
+        num_scales: anchor scales per octave.
+        aspect_ratios: anchor width/height ratios, in the head's channel order.
         separable: separable head convs (default: for the mobile models).
         act: head activation (default: the backbone's).
         score_thresh: minimum class probability kept before NMS.
         nms_thresh: NMS IoU threshold (per class).
         detections_per_img: detections kept per image.
-        topk_candidates: best candidates per level kept before NMS.
-        weights: a converted or trained ``.safetensors`` file with ``backbone.*`` and ``head.*`` weights; its
-            metadata (architecture, numerics, head) overrides the defaults.
+        topk_candidates: best candidates per class kept before NMS.
 
     Returns:
         torchvision ``RetinaNet`` (`SpineNetRetinaNet`) with the official anchors, box coding, head, losses and
         post-processing.
     """
-    meta = None
-    if weights is not None:
-        from torchspine.weights import read_metadata
-
-        meta = read_metadata(weights)
-        if meta is not None and meta.get("task") != "retinanet":
-            raise ValueError(f"{weights} holds a {meta.get('task')} model, not a RetinaNet")
-    recorded = (meta or {}).get("variant")
-    if backbone is None:
-        backbone = recorded if recorded not in (None, "custom") else "spinenet49"
-    elif isinstance(backbone, str) and recorded not in (None, "custom", backbone):
-        raise ValueError(f"{weights} holds a {recorded} RetinaNet, not {backbone}")
-    name = backbone if isinstance(backbone, str) else None
-    defaults = RETINANET_DEFAULTS.get(name or "", RetinaNetDefaults(640))
+    d = backbone_defaults(backbone if isinstance(backbone, str) else "custom")
     if isinstance(backbone, str):
         if backbone in RESNET_FPN_BACKBONES:
+            if backbone_args:
+                raise UsageError(f"backbone_args {sorted(backbone_args)} do not apply to {backbone}")
             backbone = ResNetFPN(backbone)
-        elif meta is not None:
-            from torchspine.weights import backbone_kwargs
-
-            backbone = create_model(backbone, **{**backbone_kwargs(meta), **(backbone_args or {})})
         else:
-            variant_info(backbone)  # a clear error for unknown names
             backbone = create_model(backbone, **(backbone_args or {}))
-    head_meta = (meta or {}).get("head", {})
-    image_size = image_size or (meta or {}).get("image_size") or defaults.image_size  # trained files record it
-    num_convs = head_meta.get("num_convs", num_convs or defaults.num_convs)
-    num_filters = head_meta.get("num_filters", num_filters or defaults.num_filters)
-    separable = head_meta.get("separable", defaults.separable if separable is None else separable)
-    num_classes = head_meta.get("num_classes", num_classes)
+    levels = feature_levels(backbone)
+    r = d.retinanet
     act = act or getattr(backbone, "act_name", "relu")
     anchors = TFAnchorGenerator(
-        3,
-        7,
-        anchor_size or defaults.anchor_size,
-        num_scales=3,
-        aspect_ratios=head_meta.get("anchor_aspect_ratios", ASPECT_RATIOS),
+        levels[0],
+        levels[-1],
+        r.anchor_size if anchor_size is None else anchor_size,
+        num_scales=num_scales,
+        aspect_ratios=aspect_ratios,
     )
-    num_levels = len(backbone.feature_info)
     head = RetinaNetHead(
         backbone.out_channels,
         anchors.num_anchors_per_location()[0],
         num_classes,
-        num_levels=num_levels,
-        num_convs=num_convs,
-        num_filters=num_filters,
+        num_levels=len(levels),
+        num_convs=num_convs or r.num_convs,
+        num_filters=num_filters or r.num_filters,
         act=act,
         norm_eps=getattr(backbone, "norm_eps", 1e-4),
         norm_momentum=getattr(backbone, "norm_momentum", 1 - 0.997),
-        separable=separable,
+        separable=r.separable if separable is None else separable,
     )
     model = SpineNetRetinaNet(
         backbone,
@@ -206,10 +160,6 @@ def build_retinanet(
         bg_iou_thresh=0.5,
         topk_candidates=topk_candidates,
     )
-    model.transform = SquarePadTransform(image_size, size_divisible=2**7)
+    model.transform = SquarePadTransform(image_size or d.image_size, size_divisible=2 ** levels[-1])
     model.box_coder = TFBoxCoder()
-    if weights is not None:
-        from torchspine.weights import load_weights
-
-        load_weights(model, weights)
     return model

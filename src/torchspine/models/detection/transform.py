@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from torch import Tensor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from torchspine.errors import UsageError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -36,7 +38,7 @@ class SquarePadTransform(GeneralizedRCNNTransform):
         image_std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         if image_size % size_divisible:
-            raise ValueError(f"image_size={image_size} must be a multiple of {size_divisible} (2**max_level)")
+            raise UsageError(f"image_size={image_size} must be a multiple of {size_divisible} (2**max_level)")
         super().__init__(
             image_size, image_size, list(image_mean), list(image_std), size_divisible=size_divisible, _skip_resize=True
         )
