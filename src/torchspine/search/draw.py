@@ -134,7 +134,7 @@ def draw_architecture(cfg: SpineNetCfg, out: str | Path, *, title: str | None = 
             markeredgecolor=_OUTPUT_EDGE,
             markeredgewidth=2.4,
             label="output (P-level)",
-        ),  # fmt: skip
+        ),
         Line2D([], [], marker="o", linestyle="", markersize=9, color=_PRUNED, label="pruned (feeds nothing)"),
     ]
     if any(node.merged for node in plan.nodes):
