@@ -103,8 +103,15 @@ def test_report_pictures_and_summary(tmp_path: Path) -> None:
     assert len((tmp_path / "report" / "trials.csv").read_text().splitlines()) == 31
 
     # A different best architecture gives a different picture.
-    flipped = [dict(r, reward=(0.31 if r is not best and r["state"] == "COMPLETE" and r["blocks"] != best["blocks"]
-                               else r["reward"])) for r in records]  # fmt: skip
+    flipped = [
+        dict(
+            r,
+            reward=(
+                0.31 if r is not best and r["state"] == "COMPLETE" and r["blocks"] != best["blocks"] else r["reward"]
+            ),
+        )
+        for r in records
+    ]
     write_report(flipped, tmp_path / "report2")
     one = _pixels(tmp_path / "report" / "best_architecture.png")
     two = _pixels(tmp_path / "report2" / "best_architecture.png")

@@ -108,8 +108,15 @@ def draw_architecture(cfg: SpineNetCfg, out: str | Path, *, title: str | None = 
                 color=_OUTPUT_EDGE,
             )
         elif not node.live:
-            ax.annotate("pruned", (node.index, node.level), xytext=(0, -15), textcoords="offset points",
-                        ha="center", fontsize=7, color="#888888")  # fmt: skip
+            ax.annotate(
+                "pruned",
+                (node.index, node.level),
+                xytext=(0, -15),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+                color="#888888",
+            )
 
     ax.set_xlim(-0.7, len(plan.nodes) - 0.3)
     ax.set_ylim(lo - 0.7, hi + 0.8)

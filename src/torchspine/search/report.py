@@ -130,8 +130,15 @@ def _plot_rewards(done: Sequence[Mapping[str, Any]], path: Path) -> Path:
     for r in done:
         best = max(best, _reward(r))
         overall.append(best)
-    ax.step([r["number"] for r in done], overall, where="post", color="black", linestyle="--", linewidth=1,
-            label="best so far (all)")  # fmt: skip
+    ax.step(
+        [r["number"] for r in done],
+        overall,
+        where="post",
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label="best so far (all)",
+    )
     ax.set_xlabel("trial number")
     ax.set_ylabel("reward (held-out box AP)")
     ax.set_title("reward per trial (dots) and running best (lines), by searcher", fontsize=10)
