@@ -83,16 +83,16 @@ def test_bad_spec_files_name_the_file(tmp_path: Path) -> None:
     garbage.write_text("- [3, bottleneck, [0, 1]]\n")
     with pytest.raises(ConfigError, match=rf"model.backbone_spec: {garbage}: block row 0"):
         load_config("demo", [], [f"model.backbone_spec={garbage}"])
-    forward = _write_rows(tmp_path / "forward.yaml", (B(3, "bottleneck", (0, 5), True),) + ARCH[3:])
+    forward = _write_rows(tmp_path / "forward.yaml", (B(3, "bottleneck", (0, 5), True), *ARCH[3:]))
     with pytest.raises(ConfigError, match=rf"{forward}: block 0 .*input offset 5"):
         load_config("demo", [], [f"model.backbone_spec={forward}"])
     conflict = tmp_path / "conflict.yaml"
     conflict.write_text(yaml.safe_dump({"filter_size_scale": 0.5}))
     with pytest.raises(ConfigError, match=r"model.filter_size_scale=0.125 contradicts filter_size_scale=0.5"):
         load_config("demo", [], [f"model.backbone_spec={conflict}", "model.filter_size_scale=0.125"])
-    with pytest.raises(ConfigError, match="model.head_num_convs: only applies to task=retinanet"):
+    with pytest.raises(ConfigError, match=r"model.head_num_convs: only applies to task=retinanet"):
         load_config("maskrcnn_spinenet49", [], ["model.head_num_convs=2"])
-    with pytest.raises(ConfigError, match="model.backbone_spec: only applies to SpineNet backbones"):
+    with pytest.raises(ConfigError, match=r"model.backbone_spec: only applies to SpineNet backbones"):
         load_config("retinanet_resnet50_fpn_protocol_b", [], [f"model.backbone_spec={forward}"])
 
 
@@ -117,10 +117,10 @@ def test_holdout_split_is_seeded_disjoint_and_evaluated_alone(demo_data: Path) -
     assert sorted(val.coco.getImgIds()) == val.ids
     assert {a["image_id"] for a in val.coco.dataset["annotations"]} <= set(val.ids)
     assert val.transforms is None and train.transforms is not None
-    image, target = val[0]
+    _image, target = val[0]
     assert target["image_id"] == val.ids[0]
     cfg = load_config("search_demo", [], [f"data.data={demo_data}", "data.holdout_images=12"])
-    with pytest.raises(ValueError, match="data.holdout_images=12: must be between 1 and 11"):
+    with pytest.raises(ValueError, match=r"data.holdout_images=12: must be between 1 and 11"):
         build_datasets(cfg.data, cfg.model, demo_data)
 
 
