@@ -418,13 +418,15 @@ def search_demo() -> ExperimentCfg:
             head_num_convs=2,
         ),
         data=DataCfg(data=None, scale_min=0.8, scale_max=1.25, num_workers=0, holdout_images=50, holdout_seed=0),
-        optim=OptimCfg(optimizer="adamw", lr_per_256=0.32, momentum=0.9, weight_decay=1e-4, clip_grad_norm=10.0),
-        schedule=ScheduleCfg(type="cosine", epochs=3.0, warmup_epochs=0.25, warmup_init_lr_ratio=0.1, decay_epochs=()),
+        # 150 training images / batch 8 = 18 steps per epoch: 72 steps. AdamW at 0.03 (0.96 per 256): 3x the
+        # ``demo`` experiment's LR, because the reward must separate architectures after a few dozen steps.
+        optim=OptimCfg(optimizer="adamw", lr_per_256=0.96, momentum=0.9, weight_decay=1e-4, clip_grad_norm=10.0),
+        schedule=ScheduleCfg(type="cosine", epochs=4.0, warmup_epochs=0.25, warmup_init_lr_ratio=0.1, decay_epochs=()),
         train=TrainCfg(
             global_batch_size=8,
             amp="none",
             log_every=10,
-            eval_every_epochs=3.0,
+            eval_every_epochs=4.0,
             checkpoint_every_steps=1000,
             keep_last=1,
             tensorboard=False,
