@@ -406,8 +406,8 @@ def search_demo() -> ExperimentCfg:
     already separate architectures.
 
     Measured (2-core CPU shared with other jobs, OMP_NUM_THREADS=1, 72 steps + evaluation of 50 images): 29-39 s of
-    CPU per trial (22-45 s wall when the machine is not oversubscribed; OMP_NUM_THREADS=2 on a busy machine is many
-    times slower). Rewards of SpineNet-49's layout and four random architectures of the paper's space (seed 123):
+    CPU per trial (44-143 s wall on that busy machine; OMP_NUM_THREADS=2 on an oversubscribed machine is many times
+    slower). Rewards of SpineNet-49's layout and four random architectures of the paper's space (seed 123):
     box AP 0.0052, 0.0085, 0.0021, 0.0010, 0.0065 (AP50 0.022, 0.028, 0.007, 0.003, 0.025): never 0 and different
     between architectures, but small. Treat it as a smoke test of the search machinery, not as a ranking.
     """
