@@ -266,6 +266,20 @@ def test_short_polygons_dropped_and_logged(tmp_path: Path, caplog: pytest.LogCap
     assert ds.coco.anns[2]["segmentation"] == [[20, 10, 24, 10, 24, 18]] and 1 not in ds.coco.anns
 
 
+def test_short_polygons_keep_their_box_without_masks(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    # Box-only training (RetinaNet): a degenerate polygon must not cost the annotation its valid box.
+    doc = _doc()
+    doc["annotations"][0]["segmentation"] = [[1, 1, 5, 5]]  # 2 points only
+    doc["annotations"][1]["segmentation"] = [[20, 10, 24, 10, 24, 18]]
+    doc["annotations"][2]["segmentation"] = [_square(0, 0, 5)]
+    with caplog.at_level(logging.WARNING, logger="torchspine.data.coco"):
+        ds = _build(tmp_path, doc, with_masks=False)
+    with_masks = _build(tmp_path, doc, with_masks=True)
+    assert len(ds[0][1]["boxes"]) == len(with_masks[0][1]["boxes"]) + 1
+    assert "mask dropped and box kept (masks are not trained): 1 annotation(s) (annotation ids 1)" in caplog.text
+    assert 1 in ds.coco.anns and "segmentation" not in ds.coco.anns[1]
+
+
 def test_masks_requested_but_missing(tmp_path: Path):
     assert "no segmentation, but masks were requested" in _error(tmp_path, _doc(), with_masks=True)
 

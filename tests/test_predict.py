@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -175,11 +174,9 @@ def test_real_torchvision_mask_rcnn_smoke(image_dir: Path, tmp_path: Path):
         box_score_thresh=0.0,
         box_detections_per_img=5,
     )
-    start = time.perf_counter()
     json_path = predict_images(
         model, collect_images([image_dir]), tmp_path / "out", category_names=NAMES, score_threshold=0.0, progress=False
     )
-    assert time.perf_counter() - start < 20
     doc = json.loads(json_path.read_text())
     assert len(doc["images"]) == 3 and len(doc["skipped"]) == 1
     assert doc["results"], "box_score_thresh=0 should leave detections"

@@ -81,6 +81,19 @@ def test_resume_matches_an_uninterrupted_run(data, tmp_path):
         torch.testing.assert_close(split["model"][key], value, rtol=0, atol=0, msg=key)
 
 
+def test_resume_checks_the_config_and_that_there_is_a_checkpoint(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(data, out, "--set", "train.max_steps=2", "--resume") == 2  # nothing to resume: --resume must fails
+    assert "no valid checkpoint" in capsys.readouterr().err and not list(out.glob("checkpoints/ckpt-*"))
+    assert _train(data, out, "--set", "train.max_steps=2", "--resume", "auto") == 0  # auto starts from scratch
+    changed = ["--set", "optim.lr_per_256=0.5", "--set", "data.hflip=false", "--set", "train.max_steps=3"]
+    assert _train(data, out, *changed, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "optim.lr_per_256: 0.064 in the checkpoint, 0.5 now" in err and "data.hflip: True" in err, err
+    assert "max_steps" not in err.split("may only change")[0]  # a whitelisted change is not listed
+    assert load_checkpoint(out / "checkpoints" / "ckpt-00000002.pt")["step"] == 2  # and nothing was trained
+
+
 def test_sigterm_saves_and_exits_cleanly(data, tmp_path):
     cmd = [
         sys.executable,
@@ -96,14 +109,20 @@ def test_sigterm_saves_and_exits_cleanly(data, tmp_path):
         "train.max_steps=10000",
         "--set",
         "train.checkpoint_every_steps=1000",
+        "--set",
+        "train.log_every=1",
     ]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "config.yaml").exists():
-        time.sleep(0.2)
-    time.sleep(3.0)  # a few steps in
+    # The handler is installed before the first step, and every step logs a line: wait for two logged steps.
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if metrics.exists() and metrics.read_text().count('"loss"') >= 2:
+            break
+        time.sleep(0.1)  # polling interval only: the event is the logged step
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]

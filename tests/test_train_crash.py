@@ -144,7 +144,7 @@ def _spawn(data: Path, out: Path, log: Path, resume: bool) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "torchspine.cli.main", "train", *CRASH, "--data", str(data), "--output-dir", str(out)]
     with log.open("wb") as f:  # a file, not a pipe: nobody reads while the process runs
         return subprocess.Popen(
-            [*cmd, *(["--resume"] if resume else [])],
+            [*cmd, *(["--resume", "auto"] if resume else [])],  # a kill may come before the first checkpoint
             stdout=f,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1"},

@@ -41,7 +41,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="dotted overrides, e.g. --set optim.lr_per_256=0.08 --set train.max_steps=100",
     )
     p.add_argument("--output-dir", type=Path, help="run folder: config, checkpoints, metrics")
-    p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in the folder")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="must",
+        default="never",
+        choices=["must", "auto"],
+        help="continue from the newest valid checkpoint in --output-dir; bare --resume fails when there is none, "
+        "--resume auto then starts from scratch (for preemptible or elastic jobs)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--list", action="store_true", help="list the registered experiments")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the model, then exit")

@@ -490,7 +490,7 @@ def _check_annotations(
         if box is None:
             continue
         w, h = image["width"], image["height"]
-        segm, ok = _check_segmentation(ann.get("segmentation"), h, w, where, ann_id, report)
+        segm, ok = _check_segmentation(ann.get("segmentation"), h, w, where, ann_id, with_masks, report)
         if not ok:
             continue
         iscrowd = int(bool(ann.get("iscrowd", 0)))
@@ -542,9 +542,13 @@ def _check_box(bbox: Any, where: str, report: _Report) -> tuple[float, float, fl
 
 
 def _check_segmentation(
-    segm: Any, height: int, width: int, where: str, ann_id: int, report: _Report
+    segm: Any, height: int, width: int, where: str, ann_id: int, with_masks: bool, report: _Report
 ) -> tuple[Any, bool]:
-    """Return ``(cleaned segmentation or None, keep annotation)``; record errors and repairs."""
+    """Return ``(cleaned segmentation or None, keep annotation)``; record errors and repairs.
+
+    An annotation whose polygons are all degenerate loses its box only when masks are trained: a box-only
+    detector still learns from the (valid) box.
+    """
     if segm is None or (isinstance(segm, list) and not segm):
         return None, True
     if isinstance(segm, list):
@@ -563,8 +567,11 @@ def _check_segmentation(
         if len(polygons) < len(segm):
             report.repair("polygon with fewer than 3 points (or an odd number of coordinates), dropped", ann_id)
         if not polygons:
-            report.repair("no valid polygon left, annotation dropped with its box", ann_id)
-            return None, False
+            if with_masks:
+                report.repair("no valid polygon left, annotation dropped with its box", ann_id)
+                return None, False
+            report.repair("no valid polygon left, mask dropped and box kept (masks are not trained)", ann_id)
+            return None, True
         return polygons, True
     if isinstance(segm, dict):
         size, counts = segm.get("size"), segm.get("counts")

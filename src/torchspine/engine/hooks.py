@@ -135,7 +135,9 @@ class CheckpointHook(Hook):
         manager: writes, rotates and selects the best checkpoint.
         every_steps: steps between checkpoints.
         state: builds the checkpoint dict from the trainer (model, optimizer, RNG, config, ...).
-        stop: the signal flag; when set, the run saves and ends after the current step.
+        stop: the signal flag of this process, for the log message. The decision to stop is the trainer's
+            ``stop_agreed`` (any process's flag, agreed by all processes in the step), so a signal to one rank
+            stops every rank after the same step.
         enabled: False on non-main processes (they still stop on the signal).
     """
 
@@ -157,8 +159,9 @@ class CheckpointHook(Hook):
             logger.info("checkpoint %s", path)
 
     def after_step(self, trainer: Trainer, losses: Mapping[str, float] | None) -> None:
-        if self.stop.should_stop:
-            logger.warning("received %s: saving and stopping after step %d", self.stop.received, trainer.step)
+        if trainer.stop_agreed:
+            cause = self.stop.received.name if self.stop.received is not None else "a signal (another process)"
+            logger.warning("received %s: saving and stopping after step %d", cause, trainer.step)
             trainer.should_stop = True
             self._save(trainer)
         elif trainer.step % self.every_steps == 0 and losses is not None:

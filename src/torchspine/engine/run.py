@@ -17,12 +17,15 @@ only the main process writes files.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import logging
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -88,6 +91,53 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+ResumeMode = Literal["never", "auto", "must"]
+
+# Config keys a resumed run may change: how long it runs, how often it logs, evaluates and saves, where the same data
+# now lives, how it is loaded. Anything else (model, optimizer, schedule, batch, augmentation, seed) would make the
+# resumed run a different experiment from the one its checkpoint belongs to.
+RESUMABLE_CHANGES = (
+    "train.max_steps",
+    "train.log_every",
+    "train.checkpoint_every_steps",
+    "train.keep_last",
+    "train.tensorboard",
+    "train.eval_every_epochs",
+    "eval.*",
+    "data.data",
+    "data.num_workers",
+)
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def check_resumable_config(saved: Mapping[str, Any], cfg: ExperimentCfg, where: Path) -> None:
+    """Raise ``ValueError`` listing every difference between a checkpoint's config and `cfg` outside
+    `RESUMABLE_CHANGES` (``name`` is informational and ignored)."""
+    old, new = _flatten(saved), _flatten(dataclasses.asdict(cfg))
+    allowed = [*RESUMABLE_CHANGES, "name"]
+    changed = [
+        f"{key}: {old.get(key, '<absent>')!r} in the checkpoint, {new.get(key, '<absent>')!r} now"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key) and not any(fnmatch.fnmatch(key, pattern) for pattern in allowed)
+    ]
+    if changed:
+        raise ValueError(
+            f"cannot resume the run in {where} with a different config:\n  "
+            + "\n  ".join(changed)
+            + f"\nA resumed run may only change {', '.join(RESUMABLE_CHANGES)}. Restore those values, or train "
+            "into a new --output-dir."
+        )
+
+
 def _check_enough_samples(num_samples: int, micro_batch: int, world_size: int, cfg: ExperimentCfg) -> None:
     """Fail at once when the training split cannot fill one batch per process.
 
@@ -108,9 +158,18 @@ def _check_enough_samples(num_samples: int, micro_batch: int, world_size: int, c
 
 
 def train_experiment(
-    cfg: ExperimentCfg, output_dir: Path, *, resume: bool = False, device: str | torch.device = "cpu"
+    cfg: ExperimentCfg,
+    output_dir: Path,
+    *,
+    resume: ResumeMode | bool = "never",
+    device: str | torch.device = "cpu",
 ) -> TrainingResult:
-    """Train `cfg` into `output_dir` (resuming from its newest valid checkpoint with `resume`).
+    """Train `cfg` into `output_dir`.
+
+    `resume`: ``"never"`` (False) starts from scratch; ``"must"`` continues from the newest valid checkpoint in
+    ``output_dir/checkpoints`` and fails if there is none; ``"auto"`` (True) continues when there is one and starts
+    from scratch otherwise (preemptible jobs, elastic restarts, retried search trials). A resumed run must have
+    the checkpoint's config, except for `RESUMABLE_CHANGES`.
 
     SIGTERM/SIGINT stop the run cleanly after the current step, with a checkpoint; the result then has
     ``step < max_steps``.
@@ -156,14 +215,24 @@ def train_experiment(
     classifying = cfg.model.task == "classification"
     best_metric = "cls/top1" if classifying else "bbox/AP"
     manager = CheckpointManager(output_dir / "checkpoints", keep_last=cfg.train.keep_last, best_metric=best_metric)
+    mode: ResumeMode = {True: "auto", False: "never"}.get(resume, resume)  # type: ignore[arg-type]
+    if mode not in ("never", "auto", "must"):
+        raise ValueError(f"resume={resume!r}: expected 'never', 'auto' or 'must'")
     checkpoint = None
-    if resume:
+    if mode != "never":
         try:
             checkpoint = manager.load()  # the newest checkpoint that loads and validates, read once
         except FileNotFoundError:
-            logger.warning("--resume: no valid checkpoint in %s; starting from scratch", manager.directory)
+            if mode == "must":
+                raise FileNotFoundError(
+                    f"--resume: no valid checkpoint in {manager.directory}; use --resume auto to start from "
+                    "scratch when there is none"
+                ) from None
+            logger.warning("--resume auto: no valid checkpoint in %s; starting from scratch", manager.directory)
+    if checkpoint is not None:
+        check_resumable_config(checkpoint.get("config", {}), cfg, output_dir)
     resume_step = int(checkpoint["loop"]["step"]) if checkpoint is not None else None
-    if resume and dist_info.is_main:  # the records of steps this run repeats (and a torn last line) go
+    if mode != "never" and dist_info.is_main:  # the records of steps this run repeats (and a torn last line) go
         rewind_jsonl(output_dir / "metrics.jsonl", resume_step or 0)
     log = MetricsLog(
         output_dir / "metrics.jsonl",
@@ -201,6 +270,7 @@ def train_experiment(
         clip_grad_norm=cfg.optim.clip_grad_norm,
         amp=cfg.train.amp,
         device=device,
+        stop_requested=lambda: stop.should_stop,
     )
 
     def state(t: Trainer) -> dict:

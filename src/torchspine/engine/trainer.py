@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
@@ -113,6 +114,13 @@ class Trainer:
         device: where the model and batches live.
         hooks: called in order around the loop.
         max_nonfinite: consecutive non-finite steps tolerated.
+        stop_requested: polled once per step (e.g. a SIGTERM flag); a request stops the run after that step.
+
+    Under DDP every decision that changes the control flow is agreed by all processes in one all-reduce of a
+    two-element flag per batch (non-finite loss here, stop requested here): a non-finite loss on one rank makes
+    every rank skip the step (a rank that skipped ``backward()`` alone would leave the others waiting in DDP's
+    gradient all-reduce forever), a signal to one rank stops every rank after the same step, and the
+    "too many non-finite steps" abort happens at the same step everywhere. ``stop_agreed`` is the result.
     """
 
     def __init__(
@@ -129,6 +137,7 @@ class Trainer:
         device: str | torch.device = "cpu",
         hooks: Sequence[Hook] = (),
         max_nonfinite: int = 10,
+        stop_requested: Callable[[], bool] | None = None,
     ) -> None:
         if not isinstance(data_loader.sampler, ResumableSampler):
             raise TypeError("the data loader's sampler must be a ResumableSampler (exact resume needs it)")
@@ -146,6 +155,9 @@ class Trainer:
         self.position = 0  # batches of the current epoch consumed
         self.nonfinite_in_a_row = 0
         self.should_stop = False
+        self.stop_requested = stop_requested
+        self.stop_agreed = False  # some process asked to stop (a signal); every process stops after this step
+        self._distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         # The latest evaluation ({"bbox/AP": ...}), set by the evaluation hook. Part of the state: a checkpoint
         # written after a resume must carry the same metrics as one written by the uninterrupted run.
         self.metrics: dict[str, float] = {}
@@ -229,6 +241,19 @@ class Trainer:
         dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
+    def _agree(self, nonfinite: bool) -> tuple[bool, bool]:
+        """``(any process has a non-finite loss, any process asked to stop)``; one all-reduce under DDP."""
+        stop = bool(self.stop_requested()) if self.stop_requested is not None else False
+        if not self._distributed:
+            return nonfinite, stop
+        flags = torch.tensor([float(nonfinite), float(stop)], device=self._flag_device())
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags[0]), bool(flags[1])
+
+    def _flag_device(self) -> torch.device:
+        # NCCL reduces CUDA tensors only; gloo reduces CPU tensors.
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
     def run_step(self) -> dict[str, float] | None:
         """One optimisation step; returns the mean losses of its batches, or None if it was skipped."""
         self.model.train()
@@ -241,7 +266,9 @@ class Trainer:
             with self._autocast():
                 losses = self.model(images, targets)
             loss = sum(losses.values())
-            if not torch.isfinite(loss):
+            nonfinite, stop = self._agree(not bool(torch.isfinite(loss)))
+            self.stop_agreed = self.stop_agreed or stop
+            if nonfinite:  # here or on another process: every process skips this step
                 finite = False
                 break
             self.scaler.scale(loss / self.grad_accum_steps).backward()
@@ -251,7 +278,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_in_a_row += 1
             logger.warning(
-                "step %d: non-finite loss (%s), step skipped (%d in a row)",
+                "step %d: non-finite loss (%s here; the step is skipped if any process has one), step skipped "
+                "(%d in a row)",
                 self.step,
                 {k: float(v.detach()) for k, v in losses.items()},
                 self.nonfinite_in_a_row,

@@ -138,7 +138,8 @@ def run_proxy_trial(task: TrialTask) -> TrialOutcome:
     start = time.perf_counter()
     try:
         # A retry (its worker was killed, or the trial was interrupted) continues from the trial's checkpoint.
-        resume = (output_dir / "checkpoints").is_dir()
+        # ("auto": a folder whose first checkpoint was never completed starts from scratch.)
+        resume = "auto" if (output_dir / "checkpoints").is_dir() else "never"
         result = engine_run.train_experiment(cfg, output_dir, resume=resume, device=task.device)
     except NonFiniteLossError as err:
         seconds = time.perf_counter() - start

@@ -20,6 +20,7 @@ from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder
 from torchspine.models.detection.heads import RetinaNetHead
+from torchspine.models.detection.matching import match_anchors
 from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES, ResNetFPN
 from torchspine.models.detection.transform import SquarePadTransform
 from torchspine.registry import create_model, variant_info
@@ -60,8 +61,19 @@ class SpineNetRetinaNet(RetinaNet):
     Per class, the ``topk_candidates`` best anchors over *all* levels are kept (torchvision keeps the best per level
     over all classes), those above ``score_thresh`` are decoded, clipped to the image and NMS'd per class, and the
     ``detections_per_img`` best remain. Class 0 is background, as in the official models: it is never a target
-    and never reported.
+    and never reported. Training matches anchors in bounded memory (`match_anchors`), so an image with tens of
+    thousands of boxes needs no gigabyte-sized IoU matrix.
     """
+
+    def compute_loss(
+        self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor], anchors: list[Tensor]
+    ) -> dict[str, Tensor]:
+        # torchvision's matching, with the IoU matrix computed in bounded chunks for crowded images.
+        matched_idxs = [
+            match_anchors(target["boxes"], anchors_i, self.proposal_matcher)
+            for anchors_i, target in zip(anchors, targets, strict=True)
+        ]
+        return self.head.compute_loss(targets, head_outputs, anchors, matched_idxs)
 
     def postprocess_detections(
         self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]], image_shapes: list[tuple[int, int]]
