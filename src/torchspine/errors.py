@@ -7,7 +7,7 @@ is a bug and keeps its traceback. Subclasses also derive from the built-in class
 
 from __future__ import annotations
 
-__all__ = ["TorchspineError", "UnknownNameError", "UsageError"]
+__all__ = ["MissingDependencyError", "TorchspineError", "UnknownNameError", "UsageError"]
 
 
 class TorchspineError(Exception):
@@ -23,3 +23,7 @@ class UnknownNameError(TorchspineError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class MissingDependencyError(TorchspineError, ImportError):
+    """An optional dependency a feature needs is not installed; the message says which extra to install."""
