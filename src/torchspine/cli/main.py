@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from torchspine import __version__
-from torchspine.cli import convert, data, demo, evaluate, list_models, predict, profile, train
+from torchspine.cli import convert, data, demo, evaluate, list_models, predict, profile, search, train
 
-COMMANDS = (demo, list_models, profile, convert, data, evaluate, predict, train)
+COMMANDS = (demo, list_models, profile, convert, data, evaluate, predict, train, search)
 
 
 def build_parser() -> argparse.ArgumentParser:
