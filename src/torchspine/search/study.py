@@ -88,12 +88,24 @@ def parse_storage_url(url: str) -> StorageUrl:
     if scheme is None:
         return StorageUrl("journal", url)  # a plain path
     name = scheme.group(1).lower()
-    if name in ("postgresql", "postgres") or name.startswith("postgresql+"):
-        # SQLAlchemy dropped the "postgres://" alias; accept it as the common spelling of libpq URLs.
-        return StorageUrl("postgresql", "postgresql" + url[len(name) :] if name == "postgres" else url)
+    if name.startswith("postgresql+"):
+        return StorageUrl("postgresql", url)  # the user chose the driver
+    if name in ("postgresql", "postgres"):
+        # SQLAlchemy dropped the "postgres://" alias (the usual spelling of libpq URLs), and its default driver for
+        # "postgresql://" is psycopg2 up to 2.0 and psycopg 3 from 2.1: name whichever is installed.
+        return StorageUrl("postgresql", f"postgresql+{_postgres_driver()}" + url[len(name) :])
     if name == "sqlite":
         return StorageUrl("sqlite", url)
     raise SearchStoreError(f"storage {redact(url)!r}: unknown scheme {name!r}; accepted forms: {ACCEPTED_FORMS}")
+
+
+def _postgres_driver() -> str:
+    import importlib.util
+
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return driver
+    return "psycopg"  # not installed: open_storage says how to install it
 
 
 def open_storage(url: str, *, processes: int = 1) -> BaseStorage:
@@ -119,7 +131,8 @@ def open_storage(url: str, *, processes: int = 1) -> BaseStorage:
         return RDBStorage(parsed.target, engine_kwargs=_engine_kwargs(parsed))
     except ModuleNotFoundError as err:
         raise SearchStoreError(
-            f"storage {redact(url)!r} needs the database driver {err.name!r}: pip install 'torchspine[postgres]'"
+            f"storage {redact(url)!r} needs a PostgreSQL driver ({err.name!r} is missing): "
+            "pip install 'torchspine[postgres]'"
         ) from None
     except Exception as err:  # SQLAlchemy's OperationalError and friends: name the URL, hide the password
         detail = redact(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
