@@ -6,8 +6,8 @@ The runner's behaviour comes from its constructor or, for ``--runner``, from the
 * ``TS_TEST_FAIL_INFRA=N``: the first attempt of every trial whose root number is a multiple of N raises (an
   infrastructure failure); the retry, which runs in the same directory, finds the marker and succeeds.
 * ``TS_TEST_DIVERGE=N``: trials whose root number is a multiple of N diverge.
-* ``TS_TEST_GATE=1``: the runner writes ``running.<pid>`` in its trial directory and waits for a ``release`` file in
-  the run directory (so a test can kill a worker mid-trial without sleeping).
+* ``TS_TEST_GATE=1`` (runner `gated`): write ``running.<pid>`` in the trial directory and wait for a ``release``
+  file in the run directory before running (so a test can kill a worker mid-trial without sleeping).
 
 Every run appends ``<trial number> <pid>`` to ``<run_dir>/runs.log``.
 """
@@ -70,7 +70,6 @@ class SyntheticRunner:
         return cls(
             fail_infra_every=int(os.environ.get("TS_TEST_FAIL_INFRA", "0")),
             diverge_every=int(os.environ.get("TS_TEST_DIVERGE", "0")),
-            gate=os.environ.get("TS_TEST_GATE") == "1",
         )
 
     def __call__(self, task: Any) -> Outcome:
@@ -148,3 +147,19 @@ class ScriptedSearcher:
         self.index = int(state["index"])
         self.version = int(state["version"])
         self.fed = [(tuple(d), float(r)) for d, r in state["fed"]]
+
+
+def gated(task: Any) -> Any:
+    """``--runner search_helpers:gated``: the gate of `SyntheticRunner` (when ``TS_TEST_GATE=1``), then the runner
+    named by ``TS_TEST_INNER`` (``module:function``; default `synthetic`), e.g. the real proxy trial."""
+    from torchspine.search.worker import load_runner
+
+    if os.environ.get("TS_TEST_GATE") == "1":
+        out = Path(task.output_dir)
+        (out / f"running.{os.getpid()}").write_text(str(task.number))
+        deadline = time.monotonic() + GATE_TIMEOUT_S
+        while not (out.parent.parent / "release").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("test gate never released")
+            time.sleep(0.05)
+    return load_runner(os.environ.get("TS_TEST_INNER", "search_helpers:synthetic"))(task)

@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--update-batch", type=int, default=None, help=f"PPO: results per update (default {DEFAULT_UPDATE_BATCH})"
     )
     s.add_argument(
-        "--space", type=Path, help="search space file (JSON/YAML of SearchSpace fields); default: the paper's"
+        "--space", help="search space: paper (default), tiny, vertex_spinenet, or a JSON/YAML file of SearchSpace fields"
     )
     s.add_argument("--seed-arch", action="append", default=[], metavar="VARIANT_OR_FILE", help="e.g. spinenet49")
     s.add_argument("--seed", type=int, default=0)
@@ -130,7 +130,12 @@ def run_start(args: argparse.Namespace) -> int:
     update_batch = args.update_batch or int(options.get("update_batch", DEFAULT_UPDATE_BATCH))
     if args.searcher == "ppo":
         options.setdefault("update_batch", update_batch)
-    seeds = [space.encode(_seed_blocks(name, space)) for name in args.seed_arch]
+    seeds = []
+    for name in args.seed_arch:
+        try:
+            seeds.append(space.encode(_seed_blocks(name, space)))
+        except ValueError as err:
+            raise ValueError(f"--seed-arch {name}: not in the search space ({err})") from None
     meta = st.SearchMeta(
         space=space.to_dict(),
         space_fingerprint=space.fingerprint(),
@@ -170,11 +175,19 @@ def run_start(args: argparse.Namespace) -> int:
     return 0 if done else 130
 
 
-def _load_space(path: Path | None) -> Any:
+SPACE_PRESETS = ("paper", "tiny", "vertex_spinenet")
+
+
+def _load_space(name: str | None) -> Any:
     from torchspine.search.space import SearchSpace
 
-    if path is None:
-        return SearchSpace()
+    if name is None:
+        return SearchSpace.paper()
+    if name in SPACE_PRESETS:
+        return getattr(SearchSpace, name)()
+    path = Path(name)
+    if not path.is_file():
+        raise ValueError(f"--space {name!r}: neither a preset ({', '.join(SPACE_PRESETS)}) nor a file")
     import yaml
 
     try:

@@ -440,10 +440,13 @@ class Controller:
                     optuna.trial.create_trial(state=TrialState.COMPLETE, value=reward, user_attrs=attrs)
                 )
                 finished += 1
+                progress.complete += 1
+                progress.finished += 1
                 logger.info("proposal %d duplicates trial %d: reward %.4f reused", self.proposals, original, reward)
             else:
                 self.study.enqueue_trial(params={}, user_attrs=attrs)
                 in_flight += 1
+                progress.waiting += 1
             self.proposals += 1
             changed = True
         return changed

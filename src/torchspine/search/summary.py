@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,8 @@ def write_specs(records: Sequence[Mapping[str, Any]], out_dir: str | Path, study
             f"# arch {r.get('arch', '')}",
             "# retrain: torchspine train --experiment EXPERIMENT --set model.backbone_spec=" + path.name,
         ]
-        body = yaml.safe_dump({"blocks": [_row(b) for b in r["blocks"]]}, default_flow_style=None, sort_keys=False)
+        # One JSON row per line (JSON is YAML): reads like the block tables of the paper and the official code.
+        body = "blocks:\n" + "".join(f"  - {json.dumps(_row(b))}\n" for b in r["blocks"])
         path.write_text("\n".join(header) + "\n" + body)
         paths.append(path)
         index.append({k: r.get(k) for k in ("number", "reward", "searcher", "macs", "params", "arch")})
