@@ -134,6 +134,7 @@ def dump_config(cfg: ExperimentCfg) -> str:
 
 def validate(cfg: ExperimentCfg) -> ExperimentCfg:
     """Cross-field checks; raises one `ConfigError` listing every problem (``key: reason``), else returns `cfg`."""
+    from torchspine.config.backbone import spinenet_cfg
     from torchspine.layers.activations import ACTIVATIONS  # lazy: keeps `import torchspine.config` light
     from torchspine.registry import variant_info
     from torchspine.specs import SpecError, validate_blocks
@@ -161,7 +162,23 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
                 try:
                     validate_blocks(info.cfg.blocks, m.min_level, m.max_level, info.cfg.family)
                 except SpecError as exc:
-                    problems.append(f"model.min_level/model.max_level: {exc}")
+                    if m.backbone_spec is None:  # a spec file brings its own blocks, checked next
+                        problems.append(f"model.min_level/model.max_level: {exc}")
+                try:
+                    spinenet_cfg(m)
+                except SpecError as exc:
+                    key = "model.backbone_spec" if m.backbone_spec is not None else "model.backbone"
+                    problems.append(f"{key}: {exc}")
+    for name in ("backbone_spec", "filter_size_scale", "resample_alpha", "endpoints_num_filters"):
+        check(
+            getattr(m, name) is None or m.backbone not in RESNET_BACKBONES,
+            f"model.{name}",
+            f"only applies to SpineNet backbones, not {m.backbone}",
+        )
+    for name in ("head_num_filters", "head_num_convs"):
+        value = getattr(m, name)
+        check(value is None or m.task == "retinanet", f"model.{name}", f"only applies to task=retinanet, not {m.task}")
+        check(value is None or value >= 1, f"model.{name}", f"must be >= 1 or none, got {value}")
     check(m.min_level <= m.max_level, "model.min_level", f"min_level {m.min_level} > max_level {m.max_level}")
     check(m.image_size > 0, "model.image_size", f"must be positive, got {m.image_size}")
     if m.task != "classification" and m.image_size > 0:
@@ -203,6 +220,12 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
     if m.task == "classification":  # crop-area fractions for the random-resized crop
         check(d.scale_max <= 1.0, "data.scale_max", f"a crop-area fraction for classification, got {d.scale_max} > 1")
     check(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
+    check(d.holdout_images >= 0, "data.holdout_images", f"must be >= 0, got {d.holdout_images}")
+    check(
+        d.holdout_images == 0 or m.task != "classification",
+        "data.holdout_images",
+        "a held-out split is only implemented for COCO-format detection data",
+    )
     check(bool(d.train_split), "data.train_split", "must not be empty")
     check(bool(d.val_split), "data.val_split", "must not be empty")
     # --- optimizer

@@ -59,6 +59,16 @@ class ModelCfg:
             protocol A); None (default) disables it, as in both official SpineNets. Not for ResNet-FPN or mobile.
         dropblock_size: DropBlock block size, odd.
         dropblock_min_level: lowest block level that gets DropBlock (2: every block, stem groups included).
+        backbone_spec: a YAML/JSON SpineNet spec file (`torchspine.load_cfg` format: a list of block rows
+            ``[level, block_fn, [in0, in1], is_output]``, or a mapping of `SpineNetCfg` fields) applied over the
+            `backbone` variant's config: how a searched architecture is trained (``torchspine search export``
+            writes such files). Its ``min_level``/``max_level`` may not contradict the ones here.
+        filter_size_scale: block-width multiplier of the SpineNet backbone; None keeps the variant's (or the spec
+            file's). The search proxies train SpineNet-49's layout at x0.25 widths (paper §6.2).
+        resample_alpha: width factor of SpineNet's cross-scale resampling; None keeps the variant's.
+        endpoints_num_filters: channels of SpineNet's P-level outputs; None keeps the variant's.
+        head_num_filters: width of the detection head's conv tower; None keeps the backbone's paper default.
+        head_num_convs: depth of the detection head's conv tower; None keeps the backbone's paper default.
     """
 
     task: Task = "retinanet"
@@ -75,6 +85,12 @@ class ModelCfg:
     dropblock_keep_prob: float | None = None
     dropblock_size: int = 7
     dropblock_min_level: int = 2
+    backbone_spec: str | None = None
+    filter_size_scale: float | None = None
+    resample_alpha: float | None = None
+    endpoints_num_filters: int | None = None
+    head_num_filters: int | None = None
+    head_num_convs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,11 @@ class DataCfg:
         hflip: random horizontal flips in training.
         num_workers: data loader worker processes per training process.
         skip_bad: skip undecodable images / invalid annotations with a warning instead of failing.
+        holdout_images: when > 0, this many training-split images (a seeded shuffle of the sorted image ids)
+            become the validation set and are removed from training; `val_split` is then unused. This is how the
+            paper's search proxy scores architectures (7,392 held-out COCO train2017 images, §6.2) without ever
+            touching val2017. The chosen ids are written to ``OUTPUT_DIR/holdout_ids.json``.
+        holdout_seed: seed of that shuffle; the same seed and training split always hold out the same images.
     """
 
     data: str | None = None
@@ -102,6 +123,8 @@ class DataCfg:
     hflip: bool = True
     num_workers: int = 4
     skip_bad: bool = False
+    holdout_images: int = 0
+    holdout_seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,14 @@ This is the only module besides the evaluation engine that imports ``pycocotools
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,34 @@ class CocoDetection(Dataset):
         self._coco_dataset = gt
         self._coco: COCO | None = None
         self._bad: set[int] = set()
+
+    def restricted(self, image_ids: Sequence[int], *, transforms: Transform | None) -> CocoDetection:
+        """A copy serving only `image_ids` (in that order), with its own `transforms` and evaluation ground truth.
+
+        Shares the parsed annotations with `self` (COCO train2017's JSON is parsed once, not once per split), which
+        is how a held-out split of the training images is made (`torchspine.data.holdout`).
+
+        Raises:
+            ValueError: an id that this data set does not serve.
+        """
+        unknown = sorted(set(image_ids) - set(self._records))
+        if unknown:
+            raise ValueError(
+                f"{self.annotation_file}: image id(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''} are not "
+                f"among the {len(self.ids)} images served from it"
+            )
+        subset = copy.copy(self)
+        subset.ids = list(image_ids)
+        subset.transforms = transforms
+        kept = set(subset.ids)
+        gt = dict(self._coco_dataset)
+        by_id = {img["id"]: img for img in self._coco_dataset["images"]}
+        gt["images"] = [by_id[i] for i in subset.ids]
+        gt["annotations"] = [a for a in self._coco_dataset["annotations"] if a["image_id"] in kept]
+        subset._coco_dataset = gt
+        subset._coco = None
+        subset._bad = set()
+        return subset
 
     # ------------------------------------------------------------------ properties
 

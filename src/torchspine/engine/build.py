@@ -6,6 +6,7 @@ arguments of `build_retinanet`, `create_model`, the datasets, the optimizer and 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from torchspine.config.backbone import spinenet_cfg
 from torchspine.config.schema import DataCfg, ExperimentCfg, ModelCfg, OptimCfg, ScheduleCfg
 from torchspine.data.classification import build_classification_dataset, eval_transform, train_transform
 from torchspine.data.coco import build_dataset
+from torchspine.data.holdout import holdout_split
 from torchspine.data.synthetic import make_demo_dataset
 from torchspine.data.synthetic_classification import make_demo_classification_dataset
 from torchspine.data.transforms import Compose, RandomHorizontalFlip, RandomResizeCrop
@@ -70,6 +73,12 @@ def build_datasets(data: DataCfg, model: ModelCfg, cache: Path) -> tuple[Dataset
     steps = [RandomResizeCrop(model.image_size, (data.scale_min, data.scale_max))]
     if data.hflip:
         steps.append(RandomHorizontalFlip())
+    if data.holdout_images > 0:
+        # The validation set is a seeded part of the training split (the search proxy's reward images); the
+        # annotation file is parsed once and both splits are views of it.
+        full = build_dataset(root, data.train_split, with_masks=with_masks, skip_bad=data.skip_bad)
+        train_ids, held_ids = holdout_split(full.ids, data.holdout_images, data.holdout_seed)
+        return full.restricted(train_ids, transforms=Compose(steps)), full.restricted(held_ids, transforms=None)
     train = build_dataset(
         root, data.train_split, transforms=Compose(steps), with_masks=with_masks, skip_bad=data.skip_bad
     )
@@ -82,12 +91,13 @@ def build_model(model: ModelCfg, num_classes: int, *, label_smoothing: float = 0
     `TrainableClassifier` (``model(images, targets)`` -> losses), with `label_smoothing` in its loss."""
     backbone_args: dict = {}
     if model.backbone not in RESNET_FPN_BACKBONES:
+        # The architecture (variant, spec file, width fields, levels) as `SpineNetCfg` fields.
+        arch = spinenet_cfg(model)
         backbone_args = {
+            **{f.name: getattr(arch, f.name) for f in dataclasses.fields(arch)},
             "drop_path_rate": model.drop_path_rate,
             "norm_momentum": model.norm_momentum,
             "semantics": model.semantics,
-            "min_level": model.min_level,
-            "max_level": model.max_level,
         }
         if model.act is not None:
             backbone_args["act"] = model.act
@@ -101,7 +111,12 @@ def build_model(model: ModelCfg, num_classes: int, *, label_smoothing: float = 0
             )
     if model.task == "retinanet":
         return build_retinanet(
-            model.backbone, backbone_args=backbone_args, num_classes=num_classes, image_size=model.image_size
+            model.backbone,
+            backbone_args=backbone_args,
+            num_classes=num_classes,
+            image_size=model.image_size,
+            num_convs=model.head_num_convs,
+            num_filters=model.head_num_filters,
         )
     if model.task == "maskrcnn":
         return build_mask_rcnn(

@@ -3,6 +3,7 @@
 Shared by ``torchspine train`` and ``torchspine demo``; the CLI only resolves the config. Run folder layout::
 
     OUTPUT_DIR/config.yaml           the resolved config (also inside every checkpoint)
+    OUTPUT_DIR/holdout_ids.json      with data.holdout_images: the training images held out for evaluation
     OUTPUT_DIR/metrics.jsonl         one JSON line per log step and per evaluation
     OUTPUT_DIR/tensorboard/          the same numbers as TensorBoard scalars
     OUTPUT_DIR/checkpoints/          ckpt-<step>.pt (last N) and best.pt (by box AP, or top-1 for classifiers)
@@ -16,6 +17,7 @@ only the main process writes files.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import random
@@ -124,6 +126,9 @@ def train_experiment(
     output_dir.mkdir(parents=True, exist_ok=True)
     if dist_info.is_main:
         (output_dir / "config.yaml").write_text(dump_config(cfg))
+        if cfg.data.holdout_images > 0:  # the images that give the reward, for audits and later evaluations
+            held = {"train_split": cfg.data.train_split, "seed": cfg.data.holdout_seed, "image_ids": val_set.ids}
+            (output_dir / "holdout_ids.json").write_text(json.dumps(held) + "\n")
 
     sampler = ResumableSampler(
         len(train_set), seed=cfg.train.seed, rank=dist_info.rank, world_size=dist_info.world_size
