@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from pg_server import INSTALL_HINT, find_bin_dir, postgres_server
 
 import torchspine
+from pg_server import INSTALL_HINT, find_bin_dir, postgres_server
 from torchspine.engine.checkpoint import load_checkpoint
 from torchspine.search import study as st
 from torchspine.specs import load_cfg
@@ -36,7 +36,13 @@ PROXY_OVERRIDES = ("schedule.epochs=1.0", "train.eval_every_epochs=1.0")
 
 def _env(**extra: str) -> dict[str, str]:
     path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "TS_TEST_INNER": PROXY, **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "OMP_NUM_THREADS": "1",
+        "TS_TEST_INNER": os.environ.get("TS_TEST_E2E_INNER", PROXY),
+        **extra,
+    }
 
 
 def _cli(*args: str) -> list[str]:

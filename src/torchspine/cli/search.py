@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--update-batch", type=int, default=None, help=f"PPO: results per update (default {DEFAULT_UPDATE_BATCH})"
     )
     s.add_argument(
-        "--space", help="search space: paper (default), tiny, vertex_spinenet, or a JSON/YAML file of SearchSpace fields"
+        "--space",
+        help="search space: paper (default), tiny, vertex_spinenet, or a JSON/YAML file of SearchSpace fields",
     )
     s.add_argument("--seed-arch", action="append", default=[], metavar="VARIANT_OR_FILE", help="e.g. spinenet49")
     s.add_argument("--seed", type=int, default=0)
