@@ -274,17 +274,18 @@ class PPOController:
         return logp.sum(dim=1)
 
     def _tensors(self, batch: Sequence[Sequence[int]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Decisions (B, T) and, per kind, the legal-value masks (B, steps of the kind, vocab); validates `batch`."""
         policy = self._policy
         decisions = torch.tensor([list(d) for d in batch], dtype=torch.long)
         masks = [
-            torch.zeros(len(batch), len(steps), head.out_features, dtype=torch.bool)
+            np.zeros((len(batch), len(steps), head.out_features), dtype=bool)
             for steps, head in zip(policy.steps_of_kind, policy.heads, strict=True)
         ]
         position = [policy.steps_of_kind[k].index(t) for t, k in enumerate(policy.kind_ids)]
         for b, seq in enumerate(batch):
             for t, legal in enumerate(self.space.masks(seq)):
                 masks[policy.kind_ids[t]][b, position[t], legal] = True
-        return decisions, masks
+        return decisions, [torch.from_numpy(m) for m in masks]
 
     # -- learning ----------------------------------------------------------------------------------------------
 
