@@ -40,7 +40,7 @@ def _env(**extra: str) -> dict[str, str]:
         **os.environ,
         "PYTHONPATH": path,
         "OMP_NUM_THREADS": "1",
-        "TS_TEST_INNER": os.environ.get("TS_TEST_E2E_INNER", PROXY),
+        "TS_TEST_INNER": PROXY,
         **extra,
     }
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from search_helpers import ScriptedSearcher, SyntheticRunner, Task, synthetic_reward
@@ -23,6 +24,7 @@ from torchspine.search import study as st
 from torchspine.search.controller import ArchCodec, Controller, ControllerLock, ControllerSettings
 from torchspine.search.space import SearchSpace, arch_key, arch_string, spec_rows
 from torchspine.search.worker import Worker, WorkerSettings
+from torchspine.specs import blocks_from_rows
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -357,3 +359,37 @@ def test_concurrent_workers_never_run_a_trial_twice(tmp_path: Path) -> None:
     numbers = sorted(int(n) for n, _ in runs)
     assert numbers == list(range(16)), "a trial ran twice or not at all"
     assert all(t.state == TrialState.COMPLETE for t in study.get_trials())
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_status_and_export_read_the_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rig = Rig(tmp_path, _distinct(4), SyntheticRunner(diverge_every=3), max_trials=4)
+    rig.run()
+    store = ["--storage", rig.url, "--study", "s"]
+    assert main(["search", "status", *store]) == 0
+    text = capsys.readouterr().out
+    rewards = {t.number: t.value for t in rig.trials() if t.state == TrialState.COMPLETE}
+    best = max(rewards, key=rewards.__getitem__)
+    assert "done 4/4 (2 complete, 2 diverged)" in text  # roots 0 and 3 diverge
+    assert "trials/hour" in text
+    assert f"best reward {rewards[best]:.4f} (trial {best})" in text
+    out = tmp_path / "export"
+    assert main(["search", "export", *store, "--top", "2", "--out", str(out)]) == 0
+    files = sorted(out.glob("rank*.yaml"))
+    assert files[0].name == f"rank1_trial{best}.yaml"
+    # The tiny space's outputs are L3-L5, so read the rows alone (load_cfg checks them against P3-P7).
+    assert blocks_from_rows(yaml.safe_load(files[0].read_text())["blocks"]) == SPACE.decode(rig.script[best])
+    assert len(files) == 2
+
+
+def test_cli_malformed_seed_spec_is_an_error_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("blocks:\n  - [3, bottleneck, [0], false]\n")
+    args = ["search", "start", "--experiment", "demo", "--max-trials", "1", "--output-dir", str(tmp_path / "run")]
+    assert main([*args, "--space", "tiny", "--seed-arch", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "input_offsets must be two integers" in err

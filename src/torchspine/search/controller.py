@@ -264,6 +264,9 @@ class Controller:
                 self.updates,
             )
         self._replay_orphans()
+        self.study.set_user_attr(MAX_TRIALS_KEY, self.settings.max_trials)
+        if self.study.user_attrs.get(FINISHED_KEY):
+            self.study.set_user_attr(FINISHED_KEY, False)  # restarted with a larger budget; step() sets it again
 
     def _replay_orphans(self) -> None:
         # Proposals enqueued after the last checkpoint: already in the store, so they must not be proposed again.
@@ -464,9 +467,6 @@ class Controller:
         Returns:
             The progress after the last step.
         """
-        self.study.set_user_attr(MAX_TRIALS_KEY, self.settings.max_trials)
-        if self.study.user_attrs.get(FINISHED_KEY):
-            self.study.set_user_attr(FINISHED_KEY, False)  # restarted with a larger budget
         started = self.clock()
         progress = self.step()
         while not progress.done and not should_stop():

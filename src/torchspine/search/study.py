@@ -338,4 +338,4 @@ def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat(timespec="seconds") if moment is not None else None
+    return moment.isoformat() if moment is not None else None
