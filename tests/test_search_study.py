@@ -393,3 +393,14 @@ def test_cli_malformed_seed_spec_is_an_error_naming_the_file(
     assert main([*args, "--space", "tiny", "--seed-arch", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "input_offsets must be two integers" in err
+
+
+def test_cli_sqlite_single_process_search_runs_trials_inline(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    args = ["search", "start", "--experiment", "demo", "--storage", url, "--study", "one", "--space", "tiny"]
+    args += ["--searcher", "random", "--max-trials", "3", "--output-dir", str(tmp_path), "--workers", "1"]
+    assert main([*args, "--runner", "search_helpers:synthetic", "--poll", "0.1"]) == 0
+    study, meta = st.join_study(st.open_storage(url), "one")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert meta.searcher == "random" and meta.experiment == "demo"
+    assert sorted(int(line.split()[0]) for line in (tmp_path / "runs.log").read_text().splitlines()) == [0, 1, 2]
