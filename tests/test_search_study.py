@@ -404,3 +404,21 @@ def test_cli_sqlite_single_process_search_runs_trials_inline(tmp_path: Path) -> 
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     assert meta.searcher == "random" and meta.experiment == "demo"
     assert sorted(int(line.split()[0]) for line in (tmp_path / "runs.log").read_text().splitlines()) == [0, 1, 2]
+
+
+def test_worker_leaves_after_an_interrupted_trial(tmp_path: Path) -> None:
+    from torchspine.search.proxy import TrialInterrupted
+
+    rig = Rig(tmp_path, _distinct(3), SyntheticRunner(), max_trials=3, queue_depth=3)
+    rig.controller.step()
+
+    def interrupted(task: Task) -> object:
+        raise TrialInterrupted(f"trial {task.number} stopped at step 3 of 10")
+
+    rig.worker.runner = interrupted
+    assert rig.worker.run(lambda: False) == 1  # one trial, then it leaves although two are waiting
+    first = rig.trials()[0]
+    assert first.state == TrialState.FAIL and st.failure_of(first) == "infra"
+    assert first.user_attrs["reason"].startswith("TrialInterrupted")
+    rig.controller.step()
+    assert rig.trials()[-1].user_attrs["retry_of"] == 0

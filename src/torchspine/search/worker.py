@@ -15,6 +15,10 @@ Results: COMPLETE with the reward as the trial value (what optuna-dashboard plot
 ``metrics``, ``train_seconds`` attributes; FAIL with ``failure="diverged"`` (a lesson for the searcher: reward 0)
 or ``failure="infra"`` with a traceback excerpt (retried, never fed back).
 
+Stopping: SIGTERM or Ctrl-C while idle makes the worker leave at once. During a trial, the proxy's trainer stops at
+the next step with a checkpoint and raises ``TrialInterrupted``: the trial is recorded as an infrastructure failure
+(so it is retried, resuming from that checkpoint) and the worker leaves. A second Ctrl-C forces the exit.
+
 Multi-GPU trials: run one worker per GPU (``--device cuda:N``). A worker that is itself a ``torchrun`` job would
 need its runner to train with DDP and only rank 0 to talk to the store; that is not implemented here.
 """
@@ -149,6 +153,7 @@ class Worker:
         self.make_task = make_task
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.ran = 0
+        self.interrupted = False
 
     def finished(self) -> bool:
         """Whether the controller marked the study finished."""
@@ -178,7 +183,7 @@ class Worker:
     def run(self, should_stop: Callable[[], bool]) -> int:
         """Run trials until the study is finished, ``max_trials`` were run or `should_stop()`; returns the count."""
         logger.info("worker %s joined (device %s, runs in %s)", self.name, self.settings.device, self.run_dir)
-        while not should_stop():
+        while not should_stop() and not self.interrupted:
             if self.settings.max_trials is not None and self.ran >= self.settings.max_trials:
                 break
             if self.step():
@@ -222,6 +227,12 @@ class Worker:
             self._finish(trial, TrialState.FAIL, None, {"failure": "infra", "reason": reason, "traceback": excerpt})
             if isinstance(err, (KeyboardInterrupt, SystemExit)):
                 raise
+            from torchspine.search.proxy import TrialInterrupted
+
+            if isinstance(err, TrialInterrupted):
+                # The proxy's trainer caught SIGTERM/SIGINT (its handler replaces ours while it trains), saved a
+                # checkpoint and stopped: the signal was meant for this worker, so leave after recording the trial.
+                self.interrupted = True
             return
         reward = float(outcome.reward)
         status = outcome.status
