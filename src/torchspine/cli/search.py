@@ -166,7 +166,7 @@ def run_start(args: argparse.Namespace) -> int:
         between_polls = None
         if inline:
             between_polls = _inline_worker(args, storage, meta, output_dir).step
-        children = [_spawn_worker(args, url, output_dir) for _ in range(0 if inline else args.workers)]
+        children = [_spawn_worker(args, url, output_dir, i) for i in range(0 if inline else args.workers)]
         done = False
         try:
             with GracefulExit() as stop:
@@ -230,11 +230,17 @@ def _seed_blocks(name: str, space: Any) -> tuple[Any, ...]:
     return tuple(b for b in blocks if not (b.is_output and b.level not in levels))
 
 
-def _spawn_worker(args: argparse.Namespace, url: str, output_dir: Path) -> subprocess.Popen:
+def _spawn_worker(args: argparse.Namespace, url: str, output_dir: Path, index: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "torchspine.cli.main", "search", "worker", "--storage", url, "--study", args.study]
     cmd += ["--output-dir", str(output_dir), "--heartbeat", str(args.heartbeat), "--poll", str(args.poll)]
-    if args.device:
-        cmd += ["--device", args.device]
+    device = args.device
+    if device is None:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        device = f"cuda:{index % gpus}" if gpus > 1 else None  # one GPU each, round robin
+    if device:
+        cmd += ["--device", device]
     if args.runner:
         cmd += ["--runner", args.runner]
     return subprocess.Popen(cmd)
