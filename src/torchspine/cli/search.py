@@ -167,6 +167,12 @@ def run_start(args: argparse.Namespace) -> int:
         if inline:
             between_polls = _inline_worker(args, storage, meta, output_dir).step
         children = [_spawn_worker(args, url, output_dir, i) for i in range(0 if inline else args.workers)]
+        if not inline and not children:
+            logger.info(
+                "no local workers; on each GPU/machine run: torchspine search worker --storage %s --study %s",
+                st.redact(url),
+                args.study,
+            )
         done = False
         try:
             with GracefulExit() as stop:
