@@ -231,7 +231,10 @@ def validate_cfg(cfg: SpineNetCfg) -> None:
     stem_levels = {0, 1, 2} if cfg.family == "mobile" else {2}
     too_narrow = [lvl for lvl in sorted({b.level for b in cfg.blocks} | stem_levels) if cfg.width(lvl) < 1]
     if too_narrow:
-        raise SpecError(f"filter_size_scale={cfg.filter_size_scale} gives zero channels at level(s) {too_narrow}")
+        detail = ", ".join(f"level {lvl}: int({FILTER_SIZES[cfg.family][lvl]} * scale) = 0" for lvl in too_narrow)
+        raise SpecError(
+            f"filter_size_scale={cfg.filter_size_scale} gives zero channels at level(s) {too_narrow} ({detail})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -298,6 +301,15 @@ class GraphPlan:
         """The scale-permuted blocks (``nodes`` without the stem), indexed like ``cfg.blocks``."""
         return self.nodes[self.num_stem :]
 
+    @property
+    def pruned(self) -> tuple[int, ...]:
+        """Indices (into ``cfg.blocks``) of the blocks that feed no endpoint: not built, no parameters, no cost.
+
+        A sampled architecture may contain intermediate blocks whose output nobody reads; the official code
+        builds them anyway (dead weights that never get a gradient), we leave them out and report them here.
+        """
+        return tuple(node.index - self.num_stem for node in self.blocks if not node.live)
+
     def describe(self) -> str:
         """A human-readable table of the plan (used by ``torchspine list --plan``)."""
         lines = [f"{'#':>5} {'net':>3} {'L':>2} {'block':<10} {'in':>5} {'out':>5}  parents / merged / live"]
@@ -312,6 +324,8 @@ class GraphPlan:
             )
         for ep in self.endpoints:
             lines.append(f"   p{ep.level}: net{ep.source} {ep.in_channels} -> {ep.out_channels}")
+        pruned = ", ".join(map(str, self.pruned)) or "none"
+        lines.append(f"pruned blocks (feed no endpoint, not built): {pruned}")
         return "\n".join(lines)
 
 
@@ -376,8 +390,10 @@ def plan_graph(cfg: SpineNetCfg) -> GraphPlan:
                 mid = int(parent_c * cfg.resample_alpha)
                 if mid < 1:
                     raise SpecError(
-                        f"block {i}: resample_alpha={cfg.resample_alpha} leaves no channels for the "
-                        f"path from net{offset} (C={parent_c})"
+                        f"block {i} (level {spec.level}): resample_alpha={cfg.resample_alpha} leaves "
+                        f"int({parent_c} * {cfg.resample_alpha}) = 0 channels for the path from net{offset} "
+                        f"(level {src['level']}, C={parent_c} at filter_size_scale={cfg.filter_size_scale}); "
+                        f"raise filter_size_scale or resample_alpha"
                     )
             parents.append(ParentPlan(offset, src["level"], spec.level, src["out_channels"], mid, target_in))
             outgoing[offset] += 1

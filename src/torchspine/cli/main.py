@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from torchspine import __version__
-from torchspine.cli import convert, data, demo, evaluate, list_models, predict, profile, search, train
+from torchspine.cli import convert, data, demo, draw, evaluate, list_models, predict, profile, search, train
 
-COMMANDS = (demo, list_models, profile, convert, data, evaluate, predict, train, search)
+COMMANDS = (demo, list_models, profile, convert, data, evaluate, predict, train, search, draw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, TypeError, KeyError) as err:
+    except (ValueError, FileNotFoundError, TypeError, KeyError, ImportError) as err:
         print(f"torchspine {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -137,7 +137,9 @@ def run_proxy_trial(task: TrialTask) -> TrialOutcome:
     cfg = trial_config(task, spec_file.resolve())
     start = time.perf_counter()
     try:
-        result = engine_run.train_experiment(cfg, output_dir, resume=True, device=task.device)
+        # A retry (its worker was killed, or the trial was interrupted) continues from the trial's checkpoint.
+        resume = (output_dir / "checkpoints").is_dir()
+        result = engine_run.train_experiment(cfg, output_dir, resume=resume, device=task.device)
     except NonFiniteLossError as err:
         seconds = time.perf_counter() - start
         macs, params = proxy_complexity(cfg, _num_classes_of(cfg))
