@@ -60,7 +60,6 @@ class _Policy(nn.Module):
         kind_ids = [self.kind_names.index(s.kind) for s in slots]
         offsets = [sum(vocab[:k]) for k in range(len(vocab))]
         self.start_token = sum(vocab)
-        self.register_buffer("kind_of_step", torch.tensor(kind_ids), persistent=False)
         self.register_buffer("token_offset", torch.tensor([offsets[k] for k in kind_ids]), persistent=False)
         self.token = nn.Embedding(self.start_token + 1, hidden)
         self.step = nn.Embedding(len(slots), hidden)
