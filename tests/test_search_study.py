@@ -29,7 +29,6 @@ from torchspine.specs import blocks_from_rows
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SPACE = SearchSpace.tiny()
-CODEC = ArchCodec(decode=SPACE.decode, key=arch_key, text=arch_string, rows=spec_rows)
 
 
 def _meta(tmp_path: Path, **changes: object) -> st.SearchMeta:
@@ -61,11 +60,19 @@ def _distinct(n: int, seed: int = 0) -> list[list[int]]:
 class Rig:
     """A journal store, a study, a controller with a scripted searcher and one in-process worker."""
 
-    def __init__(self, tmp_path: Path, script: list[list[int]], runner: SyntheticRunner, **settings: object) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        script: list[list[int]],
+        runner: SyntheticRunner,
+        space: SearchSpace = SPACE,
+        **settings: object,
+    ) -> None:
         self.tmp = tmp_path
+        self.codec = ArchCodec(decode=space.decode, key=arch_key, text=arch_string, rows=spec_rows)
         self.url = f"journal:{tmp_path / 'journal.log'}"
         self.storage = st.open_storage(self.url)
-        self.meta = _meta(tmp_path)
+        self.meta = _meta(tmp_path, space=space.to_dict(), space_fingerprint=space.fingerprint())
         self.study = st.create_or_join_study(self.storage, "s", self.meta)
         self.script = script
         self.runner = runner
@@ -77,7 +84,7 @@ class Rig:
         )
 
     def new_controller(self) -> Controller:
-        c = Controller(self.study, ScriptedSearcher(self.script), CODEC, _proposal, self.tmp, self.settings)
+        c = Controller(self.study, ScriptedSearcher(self.script), self.codec, _proposal, self.tmp, self.settings)
         c.resume()
         return c
 
@@ -382,6 +389,16 @@ def test_cli_status_and_export_read_the_study(tmp_path: Path, capsys: pytest.Cap
     # The tiny space's outputs are L3-L5, so read the rows alone (load_cfg checks them against P3-P7).
     assert blocks_from_rows(yaml.safe_load(files[0].read_text())["blocks"]) == SPACE.decode(rig.script[best])
     assert len(files) == 2
+
+
+def test_cli_report_writes_the_pictures(tmp_path: Path) -> None:
+    paper = SearchSpace.paper()
+    rng = random.Random(0)
+    rig = Rig(tmp_path, [paper.random(rng) for _ in range(3)], SyntheticRunner(), max_trials=3, space=paper)
+    rig.run()
+    report = tmp_path / "report"
+    assert main(["search", "report", "--storage", rig.url, "--study", "s", "--out", str(report)]) == 0
+    assert (report / "rewards.png").stat().st_size > 0 and (report / "best_architecture.png").stat().st_size > 0
 
 
 def test_cli_malformed_seed_spec_is_an_error_naming_the_file(
