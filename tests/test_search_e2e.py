@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -149,3 +150,36 @@ def test_search_end_to_end_survives_killed_controller_and_worker(storage_url: st
     with torch.no_grad():
         features = model.eval()(torch.randn(1, 3, 128, 128))
     assert [f.shape[-1] for f in features.values()] == [16, 8, 4, 2, 1]
+
+
+@pytest.mark.slow
+def test_torchrun_worker_trains_each_trial_on_every_rank(tmp_path: Path) -> None:
+    from torchspine.search.space import SearchSpace, spec_rows
+
+    space = SearchSpace.tiny()
+    url = f"journal:{tmp_path / 'journal.log'}"
+    meta = st.SearchMeta(
+        space=space.to_dict(),
+        space_fingerprint=space.fingerprint(),
+        experiment="demo",
+        overrides=(),
+        config_hash=st.proxy_config_hash("demo", ()),
+        searcher="random",
+        searcher_options={},
+        output_dir=str(tmp_path),
+    )
+    study = st.create_or_join_study(st.open_storage(url), "ddp", meta)
+    rng = random.Random(0)
+    for _ in range(3):
+        study.enqueue_trial(params={}, user_attrs={"blocks": spec_rows(space.decode(space.random(rng)))})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "torchspine.cli.main"]
+    cmd += ["search", "worker", "--storage", url, "--study", "ddp", "--runner", "search_helpers:synthetic"]
+    cmd += ["--exit-when-idle", "--poll", "0.2", "--device", "cpu"]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=WAIT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE"] * 3
+    runs = [line.split() for line in (tmp_path / "runs.log").read_text().splitlines()]
+    # Every trial ran once on each of the two ranks (two processes), and only rank 0 wrote to the store.
+    assert sorted(int(n) for n, _ in runs) == [0, 0, 1, 1, 2, 2]
+    assert len({pid for _, pid in runs}) == 2
+    assert {t.user_attrs["worker"] for t in study.get_trials()} == {study.get_trials()[0].user_attrs["worker"]}

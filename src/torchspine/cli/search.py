@@ -283,11 +283,27 @@ def _inline_worker(args: argparse.Namespace, storage: Any, meta: Any, output_dir
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    import os
+
     from torchspine.search import study as st
     from torchspine.search.worker import Worker, WorkerSettings
 
     if st.parse_storage_url(args.storage).single_process:
         raise st.SearchStoreError(st.sqlite_refusal(args.storage))
+    group = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun job: rank 0 talks to the store, all ranks train
+        import torch.distributed as dist
+
+        from torchspine.engine.distributed import init_distributed
+        from torchspine.search import torchrun
+
+        info = init_distributed(_device(args.device).split(":")[0])
+        group = dist.new_group(backend="gloo")
+        if info.rank != 0:
+            from torchspine.search.proxy import TrialTask
+
+            torchrun.follow(_runner(args.runner), TrialTask, group)
+            return 0
     storage = st.open_storage(args.storage)
     _, meta = st.join_study(storage, args.study)
     local = st.proxy_config_hash(meta.experiment, meta.overrides)
@@ -306,7 +322,10 @@ def run_worker(args: argparse.Namespace) -> int:
     )
     worker = Worker(storage, args.study, meta, _runner(args.runner), args.output_dir or meta.output_dir, settings)
     with GracefulExit() as stop:
-        worker.run(lambda: stop.should_stop)
+        if group is not None:
+            torchrun.lead(worker, lambda: stop.should_stop, group)
+        else:
+            worker.run(lambda: stop.should_stop)
     return 0
 
 

@@ -19,8 +19,8 @@ Stopping: SIGTERM or Ctrl-C while idle makes the worker leave at once. During a 
 the next step with a checkpoint and raises ``TrialInterrupted``: the trial is recorded as an infrastructure failure
 (so it is retried, resuming from that checkpoint) and the worker leaves. A second Ctrl-C forces the exit.
 
-Multi-GPU trials: run one worker per GPU (``--device cuda:N``). A worker that is itself a ``torchrun`` job would
-need its runner to train with DDP and only rank 0 to talk to the store; that is not implemented here.
+Multi-GPU trials: run one worker per GPU (``--device cuda:N``), or make a worker a ``torchrun`` job that trains
+each trial with DDP over its GPUs (`torchspine.search.torchrun`: only rank 0 talks to the store).
 """
 
 from __future__ import annotations
