@@ -439,3 +439,36 @@ def test_worker_leaves_after_an_interrupted_trial(tmp_path: Path) -> None:
     assert first.user_attrs["reason"].startswith("TrialInterrupted")
     rig.controller.step()
     assert rig.trials()[-1].user_attrs["retry_of"] == 0
+
+
+def test_worker_and_controller_ride_out_transient_store_errors(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, _distinct(2), SyntheticRunner(), max_trials=2, queue_depth=2)
+    rig.worker.settings = WorkerSettings(poll_interval=0.05, exit_when_idle=True)
+    rig.controller.step()
+    claim, failures = rig.worker.claim, iter([OSError("NFS hiccup"), OSError("NFS hiccup")])
+
+    def flaky_claim() -> object:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return claim()
+
+    rig.worker.claim = flaky_claim  # type: ignore[method-assign]
+    assert rig.worker.run(lambda: False) == 2
+    assert all(t.state == TrialState.COMPLETE for t in rig.trials())
+    # The controller, with the worker in-line (one trial between polls): its second step fails and is redone.
+    (tmp_path / "c").mkdir()
+    rig = Rig(tmp_path / "c", _distinct(3), SyntheticRunner(), max_trials=3, queue_depth=1, poll_interval=0.05)
+    step, calls = rig.controller.step, []
+
+    def flaky_step() -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("NFS hiccup")
+        return step()
+
+    rig.controller.step = flaky_step  # type: ignore[method-assign]
+    assert rig.controller.run(lambda: False, between_polls=rig.worker.step).done
+    assert len(calls) > 3
+    assert [t.state for t in rig.trials()] == [TrialState.COMPLETE] * 3
+    assert len(rig.controller.searcher.fed) == 3

@@ -40,7 +40,15 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from torchspine.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from torchspine.search.study import FINISHED_KEY, MAX_TRIALS_KEY, SearchStoreError, failure_of, reward_of
+from torchspine.search.study import (
+    FINISHED_KEY,
+    MAX_STORE_ERRORS,
+    MAX_TRIALS_KEY,
+    SearchStoreError,
+    failure_of,
+    reward_of,
+    transient_store_errors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -468,12 +476,20 @@ class Controller:
             The progress after the last step.
         """
         started = self.clock()
+        transient, errors = transient_store_errors(), 0
         progress = self.step()
         while not progress.done and not should_stop():
             self._log(progress, started)
             if between_polls is None or not between_polls():
                 _wait(self.settings.poll_interval, should_stop)
-            progress = self.step()
+            try:
+                progress = self.step()
+                errors = 0
+            except transient as err:  # the store was briefly unreachable: the next step redoes this one
+                errors += 1
+                if errors >= MAX_STORE_ERRORS:
+                    raise
+                logger.warning("trial store error (%d in a row), retrying: %s", errors, err)
         self._log(progress, started)
         if progress.done:
             logger.info(

@@ -46,6 +46,17 @@ ACCEPTED_FORMS = (
 )
 
 
+def transient_store_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions of a store that is briefly unreachable (database restart, NFS hiccup): worth retrying."""
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import DBAPIError
+
+    return (OSError, StorageInternalError, DBAPIError)
+
+
+MAX_STORE_ERRORS = 10  # consecutive transient errors before a controller or worker gives up
+
+
 class SearchStoreError(ValueError):
     """A storage URL, study or trial store that cannot be used as asked; the message says what to do instead."""
 

@@ -42,7 +42,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from torchspine.search.study import FINISHED_KEY, SearchMeta
+from torchspine.search.study import FINISHED_KEY, MAX_STORE_ERRORS, SearchMeta, transient_store_errors
 from torchspine.specs import blocks_from_rows
 
 logger = logging.getLogger(__name__)
@@ -183,13 +183,22 @@ class Worker:
     def run(self, should_stop: Callable[[], bool]) -> int:
         """Run trials until the study is finished, ``max_trials`` were run or `should_stop()`; returns the count."""
         logger.info("worker %s joined (device %s, runs in %s)", self.name, self.settings.device, self.run_dir)
+        transient, errors = transient_store_errors(), 0
         while not should_stop() and not self.interrupted:
             if self.settings.max_trials is not None and self.ran >= self.settings.max_trials:
                 break
-            if self.step():
-                continue
-            if self.settings.exit_when_idle or self.finished():
-                break
+            try:
+                if self.step():
+                    errors = 0
+                    continue
+                if self.settings.exit_when_idle or self.finished():
+                    break
+                errors = 0
+            except transient as err:
+                errors += 1
+                if errors >= MAX_STORE_ERRORS:
+                    raise
+                logger.warning("trial store error (%d in a row), retrying: %s", errors, err)
             deadline = time.monotonic() + self.settings.poll_interval
             while not should_stop() and (left := deadline - time.monotonic()) > 0:
                 time.sleep(min(left, 0.2))
