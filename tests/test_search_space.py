@@ -338,3 +338,16 @@ def test_a_few_random_samples_build_and_run():
     rng = random.Random(7)
     for _ in range(3):
         _build_and_run(space.decode(space.random(rng)))
+
+
+def test_extreme_architecture_of_the_space_builds_and_runs():
+    """A level-1 block feeding the L7 output (2^6 downsampling), an L7 block feeding the L3 output (2^4
+    upsampling) and residual output blocks: all inside the paper space."""
+    rows = spec_rows(SPINENET49)
+    rows[0] = [1, "bottleneck", [0, 1], False]  # base 2, delta -1
+    rows[11] = [3, "residual", [2, 9], True]  # net 2 = the L1 block, net 9 = the L7 block 7
+    rows[13] = [7, "residual", [2, 14], True]
+    blocks = blocks_from_rows(rows)
+    space = SearchSpace()
+    assert space.decode(space.encode(blocks)) == blocks
+    _build_and_run(blocks)

@@ -43,6 +43,20 @@ entry), so there is no such redundancy and the log-probability is exact. Differe
 give the same final level, so deduplicate trials on `arch_key` (the decoded specs), never on decisions.
 Vertex's defaults (11 intermediate blocks, window 4) are `SearchSpace.vertex_spinenet`; the paper's are the
 defaults of `SearchSpace`.
+
+Further design choices:
+
+* Which base allocation the paper used for SpineNet-49 is not published; the default {2:1, 3:3, 4:5, 5:1} is the
+  R0-SP53 scale-permuted network of Table 1 without its 5 outputs (Vertex's ``spinenet_v2``), and SpineNet-49's
+  intermediate levels are reachable from it (and its parents fit windows 4 and 5).
+* Vertex does not clamp levels and never needs to (2 - 1 and 5 + 2 stay in 1..7); for other allocations we mask the
+  deltas that would leave levels 1..7 instead of clamping, so two deltas never collapse onto one level.
+* `encode` must pick one (base, delta) assignment when several exist; it keeps a block at its base level when the
+  allocation allows (smallest ``|delta|`` first, with a feasibility check for the later blocks), which reads better
+  than the lexicographically first assignment and is just as deterministic.
+* `size` reports the paper's formulas (§3: (N-5)!·5!, prod C(i, 2) without window, 4^(N-5)·2^N) next to the exact
+  counts of this encoding: 604,800 distinct permutations, ~1.06e18 window-5 connections, ~3.44e10 adjustments,
+  ~2.2e34 decision sequences; distinct decoded architectures are fewer, because (base, delta) pairs collide.
 """
 
 from __future__ import annotations
