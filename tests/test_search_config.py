@@ -133,3 +133,21 @@ def test_train_retrains_a_spec_file(demo_data: Path, tmp_path: Path) -> None:
     assert yaml.safe_load((out / "config.yaml").read_text())["model"]["backbone_spec"] == str(spec)
     meta = read_metadata(out / "model.safetensors")
     assert meta["cfg"]["blocks"] == [[b.level, b.block_fn, list(b.input_offsets), b.is_output] for b in ARCH]
+
+
+def test_search_experiments_follow_the_paper_proxy() -> None:
+    from torchspine.config import get_experiment
+
+    cfg = get_experiment("search_proxy_spinenet49")
+    m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.train
+    assert (m.backbone, m.image_size, m.filter_size_scale, m.resample_alpha) == ("spinenet49", 512, 0.25, 0.25)
+    assert (m.endpoints_num_filters, m.head_num_filters, m.head_num_convs) == (64, 64, 4)
+    assert (d.holdout_images, d.scale_min, d.scale_max) == (7392, 0.5, 2.0)
+    assert (o.optimizer, o.momentum, t.global_batch_size) == ("sgd", 0.9, 64)
+    assert o.lr_per_256 * t.global_batch_size / 256 == pytest.approx(0.08)
+    steps_per_epoch = (118_287 - 7_392) // 64
+    assert round(s.warmup_epochs * steps_per_epoch) == 500 and s.epochs == 5
+    assert s.decay_epochs == (4.0,) and s.decay_factor == 0.1  # x0.1 at 80 %
+    assert not t.tensorboard and t.keep_last == 1
+    demo = get_experiment("search_demo")
+    assert demo.data.holdout_images > 0 and demo.data.data is None and demo.model.image_size == 128

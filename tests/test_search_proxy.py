@@ -98,3 +98,26 @@ def test_diverging_trial_gets_zero_reward(tmp_path: Path, demo_cache) -> None:
     assert outcome.status == "diverged" and outcome.reward == 0.0
     assert "non-finite" in outcome.reason
     assert outcome.macs > 0 and outcome.params > 0
+
+
+def test_interrupted_and_failing_trials_raise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only divergence is a result: a run stopped by a signal or an error in training is raised (and retried)."""
+    from types import SimpleNamespace
+
+    from torchspine.search.proxy import TrialInterrupted
+
+    stopped = SimpleNamespace(step=5, max_steps=72, metrics={})
+    monkeypatch.setattr(torchspine.engine.run, "train_experiment", lambda *a, **k: stopped)
+    with pytest.raises(TrialInterrupted, match="stopped at step 5 of 72"):
+        run_proxy_trial(_task(tmp_path, SPINENET49))
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(torchspine.engine.run, "train_experiment", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_proxy_trial(_task(tmp_path, SPINENET49))
+    no_ap = SimpleNamespace(step=72, max_steps=72, metrics={"bbox/AP": -1.0})
+    monkeypatch.setattr(torchspine.engine.run, "train_experiment", lambda *a, **k: no_ap)
+    with pytest.raises(RuntimeError, match="no usable bbox/AP"):
+        run_proxy_trial(_task(tmp_path, SPINENET49))
