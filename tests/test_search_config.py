@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from torchspine.weights import read_metadata
 
 from torchspine.cli.main import main as cli_main
 from torchspine.config import ConfigError, config_from_dict, dump_config, load_config
 from torchspine.engine.build import build_datasets, build_model
+from torchspine.modelfile import read_model_file
 from torchspine.specs import SPINENET_BLOCKS, BlockSpec
 
 B = BlockSpec
@@ -131,8 +131,8 @@ def test_train_retrains_a_spec_file(demo_data: Path, tmp_path: Path) -> None:
     sets = [f"model.backbone_spec={spec}", "train.max_steps=2", "train.global_batch_size=4", "eval.max_images=2"]
     assert cli_main([*argv, *[x for s in sets for x in ("--set", s)]]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["model"]["backbone_spec"] == str(spec)
-    meta = read_metadata(out / "model.safetensors")
-    assert meta["cfg"]["blocks"] == [[b.level, b.block_fn, list(b.input_offsets), b.is_output] for b in ARCH]
+    info = read_model_file(out / "model.safetensors")
+    assert info.backbone.variant == "custom" and info.backbone.cfg.blocks == ARCH
 
 
 def test_search_experiments_follow_the_paper_proxy() -> None:

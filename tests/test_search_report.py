@@ -126,3 +126,14 @@ def test_report_without_complete_trials(tmp_path: Path, caplog: pytest.LogCaptur
     assert "no COMPLETE trial yet (4 RUNNING)" in caplog.text
     assert json.loads((tmp_path / "summary.json").read_text())["best"] is None
     assert write_report([], tmp_path / "empty")[-1].name == "summary.json"
+
+
+def test_report_of_a_space_with_other_output_levels(tmp_path: Path) -> None:
+    # The tiny space's outputs are L3..L5: the best architecture is drawn with those endpoints, not P3..P7.
+    from torchspine.search.space import SearchSpace, spec_rows
+
+    space = SearchSpace.tiny()
+    blocks = space.decode(space.random(random.Random(0)))
+    record = dict(_records(1, random.Random(0))[0], state="COMPLETE", reward=0.2, blocks=spec_rows(blocks))
+    paths = write_report([record], tmp_path)
+    assert "best_architecture.png" in {p.name for p in paths}

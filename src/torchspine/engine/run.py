@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from torchspine.config import ExperimentCfg, dump_config, validate_world_size
+from torchspine.config import ExperimentCfg, ModelCfg, dump_config, validate_world_size
 from torchspine.engine.build import build_datasets, build_model, build_optimizer, build_schedule, num_classes_for
 from torchspine.engine.checkpoint import CheckpointManager, build_checkpoint, restore_rng_state
 from torchspine.engine.classification_eval import evaluate_classifier
@@ -148,6 +148,13 @@ def check_resumable_config(saved: Mapping[str, Any], cfg: ExperimentCfg, where: 
             + f"\nA resumed run may only change {', '.join(RESUMABLE_CHANGES)}. Restore those values, or train "
             "into a new --output-dir."
         )
+
+
+def _variant_label(model: ModelCfg) -> str:
+    """The variant name a model file records: ``"custom"`` once a spec file or width override changed the
+    architecture (the file stores the full `SpineNetCfg` either way; the name must not claim a registered one)."""
+    overrides = (model.backbone_spec, model.filter_size_scale, model.resample_alpha, model.endpoints_num_filters)
+    return "custom" if any(value is not None for value in overrides) else model.backbone
 
 
 def _check_enough_samples(num_samples: int, micro_batch: int, world_size: int, cfg: ExperimentCfg) -> None:
@@ -321,7 +328,7 @@ def train_experiment(
         weights = export_model(
             inner,
             output_dir / "model.safetensors",
-            variant=cfg.model.backbone,
+            variant=_variant_label(cfg.model),
             categories=_category_names(train_set),
             image_size=cfg.model.image_size,
             provenance=Provenance(

@@ -92,7 +92,9 @@ def write_report(records: Sequence[Mapping[str, Any]], out_dir: str | Path) -> l
         return written
     written.append(_plot_rewards(done, out / "rewards.png"))
     best = summary["best"]
-    cfg = SpineNetCfg(blocks=blocks_from_rows(best["blocks"]))
+    blocks = blocks_from_rows(best["blocks"])
+    levels = [b.level for b in blocks if b.is_output]  # a space's outputs need not be L3..L7
+    cfg = SpineNetCfg(blocks=blocks, min_level=min(levels), max_level=max(levels))
     macs = f", {best['macs'] / 1e9:.2f} GMACs" if isinstance(best.get("macs"), int | float) else ""
     title = f"best: trial {best['number']} ({best['searcher']}), reward {best['reward']:.4f}{macs}"
     written.append(draw_architecture(cfg, out / "best_architecture.png", title=title))

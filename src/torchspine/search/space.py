@@ -43,6 +43,20 @@ entry), so there is no such redundancy and the log-probability is exact. Differe
 give the same final level, so deduplicate trials on `arch_key` (the decoded specs), never on decisions.
 Vertex's defaults (11 intermediate blocks, window 4) are `SearchSpace.vertex_spinenet`; the paper's are the
 defaults of `SearchSpace`.
+
+Further design choices:
+
+* Which base allocation the paper used for SpineNet-49 is not published; the default {2:1, 3:3, 4:5, 5:1} is the
+  R0-SP53 scale-permuted network of Table 1 without its 5 outputs (Vertex's ``spinenet_v2``), and SpineNet-49's
+  intermediate levels are reachable from it (and its parents fit windows 4 and 5).
+* Vertex does not clamp levels and never needs to (2 - 1 and 5 + 2 stay in 1..7); for other allocations we mask the
+  deltas that would leave levels 1..7 instead of clamping, so two deltas never collapse onto one level.
+* `encode` must pick one (base, delta) assignment when several exist; it keeps a block at its base level when the
+  allocation allows (smallest ``|delta|`` first, with a feasibility check for the later blocks), which reads better
+  than the lexicographically first assignment and is just as deterministic.
+* `size` reports the paper's formulas (§3: (N-5)!·5!, prod C(i, 2) without window, 4^(N-5)·2^N) next to the exact
+  counts of this encoding: 604,800 distinct permutations, ~1.06e18 window-5 connections, ~3.44e10 adjustments,
+  ~2.2e34 decision sequences; distinct decoded architectures are fewer, because (base, delta) pairs collide.
 """
 
 from __future__ import annotations
@@ -56,6 +70,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from torchspine.errors import TorchspineError
 from torchspine.specs import MAX_LEVEL, MIN_LEVEL, BlockSpec, SpecError, validate_blocks
 
 # Block functions of each builder family (torchspine.specs): a space's block_fns must come from one family.
@@ -64,7 +79,7 @@ _FAMILIES = {"spinenet": ("bottleneck", "residual"), "mobile": ("mbconv",)}
 _PAPER_OUTPUT_LEVELS = (3, 4, 5, 6, 7)
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(TorchspineError, ValueError):
     """A search-space definition, a decision list or a block-spec list that does not fit the space."""
 
 
@@ -353,9 +368,13 @@ class SearchSpace:
 
     # -- decisions ---------------------------------------------------------------------------------------------
 
+    def cursor(self) -> DecisionCursor:
+        """An incremental walker over the decisions (for samplers)."""
+        return DecisionCursor(self)
+
     def legal(self, prefix: Sequence[int]) -> list[int]:
         """Legal vocabulary indices of decision ``len(prefix)``; raises if the prefix itself is illegal."""
-        cursor = _Cursor(self)
+        cursor = DecisionCursor(self)
         if len(prefix) >= len(cursor.slots):
             raise SearchSpaceError(
                 f"prefix of {len(prefix)} decisions: the space has only {len(cursor.slots)} decisions"
@@ -366,7 +385,7 @@ class SearchSpace:
 
     def masks(self, decisions: Sequence[int]) -> list[list[int]]:
         """The legal values of every decision of a full sequence (validating it)."""
-        cursor = _Cursor(self)
+        cursor = DecisionCursor(self)
         self._check_length(decisions)
         masks = []
         for value in decisions:
@@ -381,7 +400,7 @@ class SearchSpace:
     def random(self, rng: random.Random) -> list[int]:
         """A uniform masked sample: every decision uniform over its legal values (not uniform over architectures;
         this is the policy a random-search baseline and the untrained controller's ideal start share)."""
-        cursor = _Cursor(self)
+        cursor = DecisionCursor(self)
         out = []
         for _ in cursor.slots:
             value = rng.choice(cursor.legal())
@@ -581,48 +600,70 @@ def _slots(space: SearchSpace) -> tuple[DecisionSlot, ...]:
     return _SLOT_CACHE[space]
 
 
-class _Cursor:
-    """Walks a decision sequence, keeping what the masks depend on (remaining counts, used outputs, in0)."""
+@dataclass(frozen=True)
+class _Plan:
+    steps: tuple[tuple[str, int, range], ...]  # per decision: kind, block (-1 for permutation slots), window
+    deltas: tuple[tuple[int, ...], ...]  # legal delta indices per base-level vocabulary index
+    fns: tuple[int, ...]
+
+
+_PLAN_CACHE: dict[SearchSpace, _Plan] = {}
+
+
+def _plan(space: SearchSpace) -> _Plan:
+    """What each decision's mask depends on, computed once per space (the cursor runs in sampling loops)."""
+    if space not in _PLAN_CACHE:
+        n_int, n_out = space.num_intermediate, len(space.output_levels)
+        steps: list[tuple[str, int, range]] = [("level", -1, range(0))] * n_int
+        steps += [("out_level", -1, range(0))] * n_out
+        for block in range(n_int + n_out):
+            kinds = ("delta", "fn", "in0", "in1") if block < n_int else ("fn", "in0", "in1")
+            steps += [(kind, block, space.window(block)) for kind in kinds]
+        deltas = tuple(
+            tuple(k for k, d in enumerate(space.level_deltas) if MIN_LEVEL <= base + d <= MAX_LEVEL)
+            for base in space.base_levels
+        )
+        _PLAN_CACHE[space] = _Plan(tuple(steps), deltas, tuple(range(len(space.block_fns))))
+    return _PLAN_CACHE[space]
+
+
+class DecisionCursor:
+    """Walks a decision sequence one decision at a time, keeping what the masks depend on (remaining counts, used
+    outputs, in0), so a sampler gets each mask in O(1) amortised instead of replaying the prefix.
+
+    Use ``cursor = space.cursor()``, then ``cursor.legal()`` and ``cursor.push(value)`` (unchecked; the sampler
+    only pushes legal values) or ``cursor.push_checked(value)``; ``cursor.t`` is the next decision's index.
+    """
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
         self.slots = _slots(space)
+        self._plan = _plan(space)
         self.t = 0
         self.remaining = [c for _, c in space.intermediate_base_alloc]
         self.used_out = [False] * len(space.output_levels)
-        self.bases: list[int] = []
+        self.bases: list[int] = []  # vocabulary index of each intermediate block's base level
         self.in0 = 0
-        n_int, n_out = space.num_intermediate, len(space.output_levels)
-        self._first_block_slot = n_int + n_out
-
-    def _block(self) -> int:
-        """The block (0-based over all blocks) the current adjustment/parent decision belongs to."""
-        n_int = self.space.num_intermediate
-        offset = self.t - self._first_block_slot
-        return offset // 4 if offset < 4 * n_int else n_int + (offset - 4 * n_int) // 3
 
     def legal(self) -> list[int]:
-        kind = self.slots[self.t].kind
-        space = self.space
+        kind, block, window = self._plan.steps[self.t]
         if kind == "level":
             return [k for k, c in enumerate(self.remaining) if c > 0]
         if kind == "out_level":
             return [k for k, used in enumerate(self.used_out) if not used]
         if kind == "delta":
-            base = self.bases[self._block()]
-            return [k for k, d in enumerate(space.level_deltas) if MIN_LEVEL <= base + d <= MAX_LEVEL]
+            return list(self._plan.deltas[self.bases[block]])
         if kind == "fn":
-            return list(range(len(space.block_fns)))
-        window = space.window(self._block())
+            return list(self._plan.fns)
         if kind == "in0":
             return list(range(window.start, window.stop - 1))
         return list(range(self.in0 + 1, window.stop))
 
     def push(self, value: int) -> None:
-        kind = self.slots[self.t].kind
+        kind = self._plan.steps[self.t][0]
         if kind == "level":
             self.remaining[value] -= 1
-            self.bases.append(self.space.base_levels[value])
+            self.bases.append(value)
         elif kind == "out_level":
             self.used_out[value] = True
         elif kind == "in0":

@@ -3,9 +3,8 @@
 The reward of an architecture is its agreement with a hidden target architecture: the fraction of decoded block
 attributes (level, block fn, first parent, second parent, for every block) equal to the target's. It is computed
 on the *decoded* specs, not on the decisions, because several decision sequences (different base/delta pairs)
-decode to the same network and must score the same. The reward is smooth in single-gene changes and its optimum
-(1.0) is known, so a test can check that a searcher learns (search.md-style "learning test without training"; the
-idea follows the synthetic tasks used to debug NAS controllers, e.g. the toy rewards of NNI's and pyglove's tests).
+decode to the same network and must score the same. The reward changes smoothly with single-gene changes and its
+optimum (1.0) is known, so a test can check that a searcher learns without training a single network.
 """
 
 from __future__ import annotations

@@ -1,0 +1,165 @@
+"""Cheap stand-ins for the search tests: a synthetic trial runner (usable as ``--runner search_helpers:synthetic``)
+and a scripted searcher, so the store/controller/worker protocol is tested without training networks.
+
+The runner's behaviour comes from its constructor or, for ``--runner``, from the environment:
+
+* ``TS_TEST_FAIL_INFRA=N``: the first attempt of every trial whose root number is a multiple of N raises (an
+  infrastructure failure); the retry, which runs in the same directory, finds the marker and succeeds.
+* ``TS_TEST_DIVERGE=N``: trials whose root number is a multiple of N diverge.
+* ``TS_TEST_GATE=1`` (runner `gated`): write ``running.<pid>`` in the trial directory and wait for a ``release``
+  file in the run directory before running (so a test can kill a worker mid-trial without sleeping).
+
+Every run appends ``<trial number> <pid>`` to ``<run_dir>/runs.log``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+GATE_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Task:
+    """Same fields as ``torchspine.search.proxy.TrialTask``."""
+
+    number: int
+    blocks: tuple[Any, ...]
+    experiment: str
+    overrides: tuple[str, ...]
+    output_dir: Path
+    device: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Same fields as ``torchspine.search.proxy.TrialOutcome``."""
+
+    status: Literal["complete", "diverged"]
+    reward: float
+    reason: str
+    metrics: dict[str, float]
+    macs: float
+    params: int
+    train_seconds: float
+
+
+def synthetic_reward(blocks: Any) -> float:
+    """A deterministic reward in [0, 1) from the spec rows: half the bottleneck share, half a hash."""
+    rows = [[b.level, b.block_fn, list(b.input_offsets), b.is_output] for b in blocks]
+    digest = int(hashlib.sha1(json.dumps(rows).encode()).hexdigest()[:8], 16) / 2**32
+    share = sum(b.block_fn == "bottleneck" for b in blocks) / len(blocks)
+    return 0.5 * share + 0.49 * digest
+
+
+@dataclass
+class SyntheticRunner:
+    fail_infra_every: int = 0
+    diverge_every: int = 0
+    gate: bool = False
+    calls: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_env(cls) -> SyntheticRunner:
+        return cls(
+            fail_infra_every=int(os.environ.get("TS_TEST_FAIL_INFRA", "0")),
+            diverge_every=int(os.environ.get("TS_TEST_DIVERGE", "0")),
+        )
+
+    def __call__(self, task: Any) -> Outcome:
+        out = Path(task.output_dir)
+        run_dir = out.parent.parent
+        root = int(out.name)
+        self.calls.append(task.number)
+        with open(run_dir / "runs.log", "a") as f:
+            f.write(f"{task.number} {os.getpid()}\n")
+        if self.gate:
+            (out / f"running.{os.getpid()}").write_text(str(task.number))
+            deadline = time.monotonic() + GATE_TIMEOUT_S
+            while not (run_dir / "release").exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError("test gate never released")
+                time.sleep(0.05)
+        if self.fail_infra_every and root % self.fail_infra_every == 0:
+            marker = out / "attempted"
+            if not marker.exists():
+                marker.write_text("1")
+                raise RuntimeError(f"synthetic infrastructure failure of trial {task.number}")
+        if self.diverge_every and root % self.diverge_every == 0:
+            return Outcome("diverged", 0.0, "loss is nan at step 3 (synthetic)", {}, 1.0, 1, 0.0)
+        reward = synthetic_reward(task.blocks)
+        return Outcome("complete", reward, "", {"AP": reward}, float(len(task.blocks)), len(task.blocks), 0.01)
+
+
+def synthetic(task: Any) -> Outcome:
+    """``--runner search_helpers:synthetic``: `SyntheticRunner` configured from the environment."""
+    return SyntheticRunner.from_env()(task)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Same fields as ``torchspine.search.searchers.Proposal``."""
+
+    decisions: tuple[int, ...]
+    log_probs: tuple[float, ...]
+    policy_version: int
+    searcher: str
+
+
+class ScriptedSearcher:
+    """Proposes a fixed list of decision lists in turn; "updates" after every `batch` results."""
+
+    name = "scripted"
+
+    def __init__(self, script: list[list[int]], batch: int = 2) -> None:
+        self.script = script
+        self.batch = batch
+        self.index = 0
+        self.fed: list[tuple[tuple[int, ...], float]] = []
+        self.version = 0
+
+    @property
+    def policy_version(self) -> int:
+        return self.version
+
+    def propose(self) -> Proposal:
+        decisions = self.script[self.index % len(self.script)]
+        self.index += 1
+        return Proposal(tuple(decisions), (-1.0,) * len(decisions), self.version, self.name)
+
+    def feedback(self, proposal: Proposal, reward: float) -> bool:
+        self.fed.append((tuple(proposal.decisions), float(reward)))
+        if len(self.fed) % self.batch == 0:
+            self.version += 1
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "version": self.version, "fed": [[list(d), r] for d, r in self.fed]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.index = int(state["index"])
+        self.version = int(state["version"])
+        self.fed = [(tuple(d), float(r)) for d, r in state["fed"]]
+
+
+def gated(task: Any) -> Any:
+    """``--runner search_helpers:gated``: the gate of `SyntheticRunner` (when ``TS_TEST_GATE=1``), then the runner
+    named by ``TS_TEST_INNER`` (``module:function``; default `synthetic`), e.g. the real proxy trial."""
+    from torchspine.search.worker import load_runner
+
+    if os.environ.get("TS_TEST_GATE") == "1":
+        out = Path(task.output_dir)
+        (out / f"running.{os.getpid()}").write_text(str(task.number))
+        deadline = time.monotonic() + GATE_TIMEOUT_S
+        while not (out.parent.parent / "release").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("test gate never released")
+            time.sleep(0.05)
+    return load_runner(os.environ.get("TS_TEST_INNER", "search_helpers:synthetic"))(task)
