@@ -91,14 +91,35 @@ def test_list_without_a_match_is_an_error(capsys):
     assert "no variant matches 'resnet*'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["train", "demo", "convert", "eval", "predict", "list", "profile", "data"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "train",
+        "demo",
+        "convert",
+        "eval",
+        "predict",
+        "list",
+        "profile",
+        "data",
+        "draw",
+        "search start",
+        "search worker",
+        "search status",
+        "search export",
+        "search report",
+    ],
+)
 def test_help_is_plain_text_and_every_option_is_explained(command, capsys):
     with pytest.raises(SystemExit):
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     out = capsys.readouterr().out
     assert "`" not in out
     from torchspine.cli.main import build_parser
 
-    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    names = command.split()
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[names[0]]
+    if len(names) > 1:
+        sub = next(a for a in sub._actions if a.dest == "search_command").choices[names[1]]
     undocumented = [a.dest for a in sub._actions if a.help is None]
     assert undocumented == [], undocumented

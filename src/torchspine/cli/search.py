@@ -33,12 +33,19 @@ DEFAULT_UPDATE_BATCH = 20
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="architecture search: controller, workers, status, export, report")
-    p.description = __doc__.split("\n\n")[0]
+    p.description = "SpineNet's scale-permutation architecture search on an Optuna trial store."
     cmds = p.add_subparsers(dest="search_command", required=True, metavar="SUBCOMMAND")
 
     s = cmds.add_parser("start", help="run the controller (and --workers K local workers)")
     s.add_argument("--experiment", required=True, help="proxy experiment, e.g. search_demo, search_proxy_spinenet49")
-    s.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="override of the proxy experiment, e.g. --set train.max_steps=100 (recorded in the study)",
+    )
     s.add_argument("--searcher", default="ppo", help="ppo | evolution | random")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="searcher option (JSON value)")
     s.add_argument(
@@ -48,16 +55,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--space",
         help="search space: paper (default), tiny, vertex_spinenet, or a JSON/YAML file of SearchSpace fields",
     )
-    s.add_argument("--seed-arch", action="append", default=[], metavar="VARIANT_OR_FILE", help="e.g. spinenet49")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-trials", type=int, required=True)
+    s.add_argument(
+        "--seed-arch",
+        action="append",
+        default=[],
+        metavar="VARIANT_OR_FILE",
+        help="architecture proposed first, e.g. spinenet49 or a spec file (repeatable)",
+    )
+    s.add_argument("--seed", type=int, default=0, help="seed of the searcher (default 0)")
+    s.add_argument("--max-trials", type=int, required=True, help="finished trials after which the search stops")
     s.add_argument("--output-dir", type=Path, required=True, help="run folder: checkpoint, lock, trials/")
     s.add_argument("--workers", type=int, default=0, help="local worker processes to start (default 0)")
     s.add_argument("--queue", type=int, default=None, help="WAITING+RUNNING target (default: workers + update batch)")
     _common(s, storage_required=False)
     _worker_flags(s)
     s.add_argument("--stale-after", type=float, default=600.0, help="seconds without heartbeat before a retry")
-    s.add_argument("--max-retries", type=int, default=2)
+    s.add_argument(
+        "--max-retries", type=int, default=2, help="retries of a trial lost to an infrastructure failure (default 2)"
+    )
     s.set_defaults(run=run_start)
 
     w = cmds.add_parser("worker", help="claim and train queued trials (any machine)")
@@ -75,13 +90,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     e = cmds.add_parser("export", help="the best architectures as spec files")
     _common(e)
-    e.add_argument("--top", type=int, default=5)
-    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--top", type=int, default=5, help="how many of the best architectures (default 5)")
+    e.add_argument("--out", type=Path, required=True, help="folder for the spec files")
     e.set_defaults(run=run_export)
 
     r = cmds.add_parser("report", help="pictures: reward per trial, the best architecture")
     _common(r)
-    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--out", type=Path, required=True, help="folder for the pictures, trials.csv and summary.json")
     r.set_defaults(run=run_report)
 
 
@@ -91,7 +106,7 @@ def _common(p: argparse.ArgumentParser, storage_required: bool = True) -> None:
         required=storage_required,
         help="journal:PATH or PATH (default for start: OUTPUT_DIR/journal.log), postgresql://..., sqlite:///PATH",
     )
-    p.add_argument("--study", default=DEFAULT_STUDY)
+    p.add_argument("--study", default=DEFAULT_STUDY, help=f"study name in the store (default {DEFAULT_STUDY})")
 
 
 def _worker_flags(p: argparse.ArgumentParser) -> None:
