@@ -254,6 +254,29 @@ def test_retries_are_bounded_then_abandoned(tmp_path: Path) -> None:
     assert rig.controller.searcher.fed == []
 
 
+def test_restart_does_not_count_old_abandoned_trials_as_abandoned_in_a_row(tmp_path: Path) -> None:
+    script = _distinct(5)
+    rig = Rig(tmp_path, script, SyntheticRunner(), max_trials=2, max_retries=0, max_abandoned_in_a_row=2)
+    runner = rig.runner
+
+    def fail_even(task: Task) -> object:
+        if task.number % 2 == 0:
+            raise RuntimeError(f"synthetic infrastructure failure of trial {task.number}")
+        return runner(task)
+
+    rig.worker.runner = fail_even
+    rig.run()  # 0 abandoned, 1 complete, 2 abandoned, 3 complete: never two abandoned in a row
+    assert [t.state for t in rig.trials()] == [TrialState.FAIL, TrialState.COMPLETE] * 2
+    rig.settings = ControllerSettings(
+        max_trials=3, queue_depth=1, poll_interval=0.1, max_retries=0, max_abandoned_in_a_row=2
+    )
+    rig.controller = rig.new_controller()  # restarted with a larger budget
+    rig.worker.runner = runner
+    rig.run()
+    assert rig.controller.step().abandoned == 2
+    assert [t.state for t in rig.trials()][-1] == TrialState.COMPLETE
+
+
 def test_diverged_trial_is_fed_with_reward_zero(tmp_path: Path) -> None:
     script = _distinct(2)
     rig = Rig(tmp_path, script, SyntheticRunner(diverge_every=2), max_trials=2)

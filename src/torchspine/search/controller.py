@@ -272,6 +272,13 @@ class Controller:
                 self.updates,
             )
         self._replay_orphans()
+        # Architectures abandoned before the restart were reported then; counting them again here would make them
+        # look "abandoned in a row" and stop a healthy search at its first step.
+        self._reported_abandoned = {
+            t.number
+            for t in self._unretried_failures(self.study.get_trials(deepcopy=False))
+            if int(t.user_attrs.get("attempt", 0)) >= self.settings.max_retries
+        }
         self.study.set_user_attr(MAX_TRIALS_KEY, self.settings.max_trials)
         if self.study.user_attrs.get(FINISHED_KEY):
             self.study.set_user_attr(FINISHED_KEY, False)  # restarted with a larger budget; step() sets it again
@@ -364,12 +371,17 @@ class Controller:
             marked = True
         return marked
 
-    def _retry_failures(self, trials: Sequence[FrozenTrial]) -> bool:
+    @staticmethod
+    def _unretried_failures(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+        """Infrastructure failures that have no retry in the store yet."""
         retried = {t.user_attrs.get("retry_of") for t in trials}
+        return [
+            t for t in trials if t.state == TrialState.FAIL and failure_of(t) in RETRYABLE and t.number not in retried
+        ]
+
+    def _retry_failures(self, trials: Sequence[FrozenTrial]) -> bool:
         changed = False
-        for t in trials:
-            if t.state != TrialState.FAIL or failure_of(t) not in RETRYABLE or t.number in retried:
-                continue
+        for t in self._unretried_failures(trials):
             attempt = int(t.user_attrs.get("attempt", 0))
             if attempt >= self.settings.max_retries:
                 if t.number not in self._reported_abandoned:
