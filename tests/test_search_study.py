@@ -18,7 +18,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from search_helpers import ScriptedSearcher, SyntheticRunner, Task, synthetic_reward
+from search_helpers import Outcome, ScriptedSearcher, SyntheticRunner, Task, synthetic_reward
 from torchspine.cli.main import main
 from torchspine.search import study as st
 from torchspine.search.controller import ArchCodec, Controller, ControllerLock, ControllerSettings
@@ -286,6 +286,21 @@ def test_diverged_trial_is_fed_with_reward_zero(tmp_path: Path) -> None:
     assert first.user_attrs["reason"].startswith("loss is nan") and st.reward_of(first) == 0.0
     assert rig.controller.searcher.fed[0] == (tuple(script[0]), 0.0)
     assert len(rig.controller.searcher.fed) == 2
+
+
+def test_an_outcome_the_worker_cannot_record_fails_the_trial(tmp_path: Path) -> None:
+    (a,) = _distinct(1)
+    rig = Rig(tmp_path, [a], SyntheticRunner(), max_trials=1)
+    rig.controller.step()
+
+    def bad_status(task: Task) -> object:
+        return Outcome("finished", 0.5, "", {}, 1.0, 1, 0.0)
+
+    rig.worker.runner = bad_status
+    assert rig.worker.step()  # recorded, not raised: the worker stays to run other trials
+    (trial,) = rig.trials()
+    assert trial.state == TrialState.FAIL and st.failure_of(trial) == "infra"
+    assert "status 'finished'" in trial.user_attrs["reason"]
 
 
 def test_stale_running_trial_is_failed_and_retried(tmp_path: Path) -> None:

@@ -230,6 +230,9 @@ class Worker:
                     device=self.settings.device,
                 )
                 outcome = self.runner(task)
+                # Inside the try: an outcome the worker cannot record (a runner bug) fails the trial with its reason
+                # instead of leaving it RUNNING until the controller declares it stale.
+                state, value, result = outcome_result(outcome)
         except BaseException as err:
             excerpt = traceback.format_exc()[-TRACEBACK_CHARS:]
             reason = f"{type(err).__name__}: {err}"[:300]
@@ -244,26 +247,11 @@ class Worker:
                 # checkpoint and stopped: the signal was meant for this worker, so leave after recording the trial.
                 self.interrupted = True
             return
-        reward = float(outcome.reward)
-        status = outcome.status
-        reason = outcome.reason
-        if status == "complete" and not math.isfinite(reward):
-            status, reason = "diverged", f"non-finite reward {reward}"
-        result: dict[str, Any] = {
-            "macs": float(outcome.macs),
-            "params": int(outcome.params),
-            "metrics": {k: float(v) for k, v in dict(outcome.metrics).items() if math.isfinite(float(v))},
-            "train_seconds": round(float(outcome.train_seconds), 3),
-        }
-        if status == "complete":
-            self._finish(trial, TrialState.COMPLETE, reward, result)
-            logger.info("trial %d complete: reward %.4f", trial.number, reward)
-        elif status == "diverged":
-            result.update(failure="diverged", reason=reason or "diverged", reward=0.0)
-            self._finish(trial, TrialState.FAIL, None, result)
-            logger.info("trial %d diverged: %s", trial.number, reason)
+        self._finish(trial, state, value, result)
+        if state == TrialState.COMPLETE:
+            logger.info("trial %d complete: reward %.4f", trial.number, value)
         else:
-            raise ValueError(f"trial runner returned status {status!r}; expected 'complete' or 'diverged'")
+            logger.info("trial %d diverged: %s", trial.number, result["reason"])
 
     def _finish(self, trial: FrozenTrial, state: TrialState, value: float | None, attrs: dict[str, Any]) -> None:
         tid = trial._trial_id
@@ -278,3 +266,30 @@ class Worker:
                 "period?); its retry will redo it",
                 trial.number,
             )
+
+
+def outcome_result(outcome: Any) -> tuple[TrialState, float | None, dict[str, Any]]:
+    """The state, value and user attributes that record a runner's `TrialOutcome`.
+
+    A "complete" outcome with a non-finite reward is recorded as diverged (reward 0 for the searcher).
+
+    Raises:
+        ValueError: a status other than ``"complete"`` or ``"diverged"``.
+    """
+    reward = float(outcome.reward)
+    status = outcome.status
+    reason = outcome.reason
+    if status not in ("complete", "diverged"):
+        raise ValueError(f"trial runner returned status {status!r}; expected 'complete' or 'diverged'")
+    if status == "complete" and not math.isfinite(reward):
+        status, reason = "diverged", f"non-finite reward {reward}"
+    result: dict[str, Any] = {
+        "macs": float(outcome.macs),
+        "params": int(outcome.params),
+        "metrics": {k: float(v) for k, v in dict(outcome.metrics).items() if math.isfinite(float(v))},
+        "train_seconds": round(float(outcome.train_seconds), 3),
+    }
+    if status == "complete":
+        return TrialState.COMPLETE, reward, result
+    result.update(failure="diverged", reason=reason or "diverged", reward=0.0)
+    return TrialState.FAIL, None, result
