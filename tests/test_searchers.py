@@ -249,6 +249,10 @@ def test_factory_and_seed_errors_are_clear():
         create_searcher("reinforce", space, seed=0)
     with pytest.raises(TypeError, match=r"unknown option\(s\) 'populaton_size' \(did you mean 'population_size'"):
         create_searcher("evolution", space, seed=0, populaton_size=10)
+    with pytest.raises(ValueError, match=r"invalid option\(s\) \{'lr': -1.0, 'clip': 0.0\}"):
+        create_searcher("ppo", space, seed=0, lr=-1.0, clip=0.0)
+    with pytest.raises(ValueError, match="sample_size"):
+        create_searcher("evolution", space, seed=0, population_size=5, sample_size=6)
     with pytest.raises(SearchSpaceError, match=r"seeds\[1\]: expected 70 decisions"):
         create_searcher("random", space, seed=0, seeds=[space.encode(SPINENET49), [0, 1]])
     with pytest.raises(ValueError, match="search space"):
