@@ -450,6 +450,24 @@ def test_cli_malformed_seed_spec_is_an_error_naming_the_file(
     assert str(bad) in err and "input_offsets must be two integers" in err
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--option", "lrr=0.1"], "unknown option(s) 'lrr' (did you mean 'lr'?)"),
+        (["--option", "lr=-1"], "invalid option(s) {'lr': -1}"),
+        (["--max-trials", "0"], "max_trials must be >= 1"),
+    ],
+    ids=["unknown-option", "bad-option-value", "no-trials"],
+)
+def test_cli_bad_searcher_options_and_settings_are_user_errors(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["search", "start", "--experiment", "search_demo", "--space", "tiny", "--output-dir", str(tmp_path / "r")]
+    assert main([*args, "--max-trials", "1", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
 def test_cli_sqlite_single_process_search_runs_trials_inline(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'search.db'}"
     args = ["search", "start", "--experiment", "demo", "--storage", url, "--study", "one", "--space", "tiny"]

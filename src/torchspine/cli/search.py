@@ -148,16 +148,22 @@ def run_start(args: argparse.Namespace) -> int:
         searcher_options={**options, "seed": args.seed, "seeds": [list(s) for s in seeds]},
         output_dir=str(output_dir),
     )
-    searcher = create_searcher(args.searcher, space, seed=args.seed, seeds=seeds, **options)
+    try:
+        searcher = create_searcher(args.searcher, space, seed=args.seed, seeds=seeds, **options)
+    except (TypeError, ValueError) as err:  # an unknown --option name or a bad value
+        raise UsageError(f"--searcher {args.searcher} --option ...: {err}") from None
     codec = ArchCodec(decode=space.decode, key=arch_key, text=arch_string, rows=spec_rows)
     queue = args.queue or max(1, args.workers) + (update_batch if args.searcher == "ppo" else 1)
-    settings = ControllerSettings(
-        max_trials=args.max_trials,
-        queue_depth=queue,
-        max_retries=args.max_retries,
-        stale_after=args.stale_after,
-        poll_interval=args.poll,
-    )
+    try:
+        settings = ControllerSettings(
+            max_trials=args.max_trials,
+            queue_depth=queue,
+            max_retries=args.max_retries,
+            stale_after=args.stale_after,
+            poll_interval=args.poll,
+        )
+    except ValueError as err:
+        raise UsageError(f"--max-trials/--queue/--max-retries/--stale-after/--poll: {err}") from None
     with ControllerLock(output_dir):
         storage = st.open_storage(url, processes=1)
         study = st.create_or_join_study(storage, args.study, meta)
