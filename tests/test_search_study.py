@@ -427,6 +427,9 @@ def test_cli_status_and_export_read_the_study(tmp_path: Path, capsys: pytest.Cap
     # The tiny space's outputs are L3-L5, so read the rows alone (load_cfg checks them against P3-P7).
     assert blocks_from_rows(yaml.safe_load(files[0].read_text())["blocks"]) == SPACE.decode(rig.script[best])
     assert len(files) == 2
+    capsys.readouterr()
+    assert main(["search", "export", *store, "--top", "0", "--out", str(out)]) == 2
+    assert "--top must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_cli_report_writes_the_pictures(tmp_path: Path) -> None:
