@@ -20,34 +20,23 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from torchspine.search.proxy import TrialOutcome
+from torchspine.search.searchers import Proposal
 
 GATE_TIMEOUT_S = 300.0
 
 
-@dataclass(frozen=True)
-class Task:
-    """Same fields as ``torchspine.search.proxy.TrialTask``."""
-
-    number: int
-    blocks: tuple[Any, ...]
-    experiment: str
-    overrides: tuple[str, ...]
-    output_dir: Path
-    device: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """Same fields as ``torchspine.search.proxy.TrialOutcome``."""
-
-    status: Literal["complete", "diverged"]
-    reward: float
-    reason: str
-    metrics: dict[str, float]
-    macs: float
-    params: int
-    train_seconds: float
+def wait_at_gate(task: Any) -> None:
+    """Write ``running.<pid>`` in the trial directory, then wait for ``release`` in the run directory."""
+    out = Path(task.output_dir)
+    (out / f"running.{os.getpid()}").write_text(str(task.number))
+    deadline = time.monotonic() + GATE_TIMEOUT_S
+    while not (out.parent.parent / "release").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("test gate never released")
+        time.sleep(0.05)
 
 
 def synthetic_reward(blocks: Any) -> float:
@@ -72,7 +61,7 @@ class SyntheticRunner:
             diverge_every=int(os.environ.get("TS_TEST_DIVERGE", "0")),
         )
 
-    def __call__(self, task: Any) -> Outcome:
+    def __call__(self, task: Any) -> TrialOutcome:
         out = Path(task.output_dir)
         run_dir = out.parent.parent
         root = int(out.name)
@@ -80,36 +69,21 @@ class SyntheticRunner:
         with open(run_dir / "runs.log", "a") as f:
             f.write(f"{task.number} {os.getpid()}\n")
         if self.gate:
-            (out / f"running.{os.getpid()}").write_text(str(task.number))
-            deadline = time.monotonic() + GATE_TIMEOUT_S
-            while not (run_dir / "release").exists():
-                if time.monotonic() > deadline:
-                    raise TimeoutError("test gate never released")
-                time.sleep(0.05)
+            wait_at_gate(task)
         if self.fail_infra_every and root % self.fail_infra_every == 0:
             marker = out / "attempted"
             if not marker.exists():
                 marker.write_text("1")
                 raise RuntimeError(f"synthetic infrastructure failure of trial {task.number}")
         if self.diverge_every and root % self.diverge_every == 0:
-            return Outcome("diverged", 0.0, "loss is nan at step 3 (synthetic)", {}, 1.0, 1, 0.0)
+            return TrialOutcome("diverged", 0.0, "loss is nan at step 3 (synthetic)", {}, 1.0, 1, 0.0)
         reward = synthetic_reward(task.blocks)
-        return Outcome("complete", reward, "", {"AP": reward}, float(len(task.blocks)), len(task.blocks), 0.01)
+        return TrialOutcome("complete", reward, "", {"AP": reward}, float(len(task.blocks)), len(task.blocks), 0.01)
 
 
-def synthetic(task: Any) -> Outcome:
+def synthetic(task: Any) -> TrialOutcome:
     """``--runner search_helpers:synthetic``: `SyntheticRunner` configured from the environment."""
     return SyntheticRunner.from_env()(task)
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """Same fields as ``torchspine.search.searchers.Proposal``."""
-
-    decisions: tuple[int, ...]
-    log_probs: tuple[float, ...]
-    policy_version: int
-    searcher: str
 
 
 class ScriptedSearcher:
@@ -155,11 +129,5 @@ def gated(task: Any) -> Any:
     from torchspine.search.worker import load_runner
 
     if os.environ.get("TS_TEST_GATE") == "1":
-        out = Path(task.output_dir)
-        (out / f"running.{os.getpid()}").write_text(str(task.number))
-        deadline = time.monotonic() + GATE_TIMEOUT_S
-        while not (out.parent.parent / "release").exists():
-            if time.monotonic() > deadline:
-                raise TimeoutError("test gate never released")
-            time.sleep(0.05)
+        wait_at_gate(task)
     return load_runner(os.environ.get("TS_TEST_INNER", "search_helpers:synthetic"))(task)

@@ -18,10 +18,12 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from search_helpers import Outcome, ScriptedSearcher, SyntheticRunner, Task, synthetic_reward
+from search_helpers import ScriptedSearcher, SyntheticRunner, synthetic_reward
 from torchspine.cli.main import main
 from torchspine.search import study as st
 from torchspine.search.controller import ArchCodec, Controller, ControllerLock, ControllerSettings
+from torchspine.search.proxy import TrialOutcome, TrialTask
+from torchspine.search.searchers import Proposal
 from torchspine.search.space import SearchSpace, arch_key, arch_string, spec_rows
 from torchspine.search.worker import Worker, WorkerSettings
 from torchspine.specs import blocks_from_rows
@@ -79,12 +81,10 @@ class Rig:
         opts = {"max_trials": 4, "queue_depth": 1, "poll_interval": 0.1, **settings}
         self.settings = ControllerSettings(**opts)  # type: ignore[arg-type]
         self.controller = self.new_controller()
-        self.worker = Worker(
-            self.storage, "s", self.meta, runner, tmp_path, WorkerSettings(heartbeat_interval=0.2), make_task=Task
-        )
+        self.worker = Worker(self.storage, "s", self.meta, runner, tmp_path, WorkerSettings(heartbeat_interval=0.2))
 
     def new_controller(self) -> Controller:
-        c = Controller(self.study, ScriptedSearcher(self.script), self.codec, _proposal, self.tmp, self.settings)
+        c = Controller(self.study, ScriptedSearcher(self.script), self.codec, Proposal, self.tmp, self.settings)
         c.resume()
         return c
 
@@ -97,12 +97,6 @@ class Rig:
 
     def trials(self) -> list[optuna.trial.FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
-
-
-def _proposal(**fields: object) -> object:
-    from search_helpers import Proposal
-
-    return Proposal(**fields)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------ storage URLs
@@ -243,7 +237,7 @@ def test_retries_are_bounded_then_abandoned(tmp_path: Path) -> None:
     # The runner's marker makes the retry succeed; remove it before each attempt so every attempt fails.
     runner = rig.runner
 
-    def always_fail(task: Task) -> object:
+    def always_fail(task: TrialTask) -> object:
         (Path(task.output_dir) / "attempted").unlink(missing_ok=True)
         return runner(task)
 
@@ -259,7 +253,7 @@ def test_restart_does_not_count_old_abandoned_trials_as_abandoned_in_a_row(tmp_p
     rig = Rig(tmp_path, script, SyntheticRunner(), max_trials=2, max_retries=0, max_abandoned_in_a_row=2)
     runner = rig.runner
 
-    def fail_even(task: Task) -> object:
+    def fail_even(task: TrialTask) -> object:
         if task.number % 2 == 0:
             raise RuntimeError(f"synthetic infrastructure failure of trial {task.number}")
         return runner(task)
@@ -293,8 +287,8 @@ def test_an_outcome_the_worker_cannot_record_fails_the_trial(tmp_path: Path) -> 
     rig = Rig(tmp_path, [a], SyntheticRunner(), max_trials=1)
     rig.controller.step()
 
-    def bad_status(task: Task) -> object:
-        return Outcome("finished", 0.5, "", {}, 1.0, 1, 0.0)
+    def bad_status(task: TrialTask) -> object:
+        return TrialOutcome("finished", 0.5, "", {}, 1.0, 1, 0.0)
 
     rig.worker.runner = bad_status
     assert rig.worker.step()  # recorded, not raised: the worker stays to run other trials
@@ -326,7 +320,7 @@ def test_worker_heartbeats_while_the_trial_runs(tmp_path: Path) -> None:
     rig.controller.step()
     beats: list[float] = []
 
-    def slow(task: Task) -> object:
+    def slow(task: TrialTask) -> object:
         # Wait for two heartbeats written by the worker's thread, then finish.
         deadline = time.monotonic() + 60
         while len(beats) < 2:
@@ -381,7 +375,7 @@ def _race_worker(url: str, run_dir: str, start: multiprocessing.synchronize.Even
     _, meta = st.join_study(storage, "s")
     start.wait(60)
     settings = WorkerSettings(heartbeat_interval=5.0, exit_when_idle=True)
-    Worker(storage, "s", meta, SyntheticRunner(), run_dir, settings, make_task=Task).run(lambda: False)
+    Worker(storage, "s", meta, SyntheticRunner(), run_dir, settings).run(lambda: False)
 
 
 def test_concurrent_workers_never_run_a_trial_twice(tmp_path: Path) -> None:
@@ -488,7 +482,7 @@ def test_worker_leaves_after_an_interrupted_trial(tmp_path: Path) -> None:
     rig = Rig(tmp_path, _distinct(3), SyntheticRunner(), max_trials=3, queue_depth=3)
     rig.controller.step()
 
-    def interrupted(task: Task) -> object:
+    def interrupted(task: TrialTask) -> object:
         raise TrialInterrupted(f"trial {task.number} stopped at step 3 of 10")
 
     rig.worker.runner = interrupted
