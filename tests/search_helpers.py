@@ -51,7 +51,6 @@ def synthetic_reward(blocks: Any) -> float:
 class SyntheticRunner:
     fail_infra_every: int = 0
     diverge_every: int = 0
-    gate: bool = False
     calls: list[int] = field(default_factory=list)
 
     @classmethod
@@ -68,8 +67,6 @@ class SyntheticRunner:
         self.calls.append(task.number)
         with open(run_dir / "runs.log", "a") as f:
             f.write(f"{task.number} {os.getpid()}\n")
-        if self.gate:
-            wait_at_gate(task)
         if self.fail_infra_every and root % self.fail_infra_every == 0:
             marker = out / "attempted"
             if not marker.exists():
@@ -124,7 +121,7 @@ class ScriptedSearcher:
 
 
 def gated(task: Any) -> Any:
-    """``--runner search_helpers:gated``: the gate of `SyntheticRunner` (when ``TS_TEST_GATE=1``), then the runner
+    """``--runner search_helpers:gated``: `wait_at_gate` (when ``TS_TEST_GATE=1``), then the runner
     named by ``TS_TEST_INNER`` (``module:function``; default `synthetic`), e.g. the real proxy trial."""
     from torchspine.search.worker import load_runner
 
