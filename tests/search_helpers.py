@@ -24,8 +24,34 @@ from typing import Any
 
 from torchspine.search.proxy import TrialOutcome
 from torchspine.search.searchers import Proposal
+from torchspine.search.space import SearchSpace
+from torchspine.specs import SPINENET_BLOCKS
 
 GATE_TIMEOUT_S = 300.0
+
+# The tensorflow/tpu SpineNet-49 (15 blocks; Model Garden adds a 16th, level-2 output).
+SPINENET49 = SPINENET_BLOCKS[:15]
+
+
+def enumerate_sequences(space: SearchSpace) -> list[list[int]]:
+    """Every legal decision sequence, by depth-first search over the masks."""
+    total = len(space.decisions)
+    out: list[list[int]] = []
+
+    def walk(prefix: list[int]) -> None:
+        if len(prefix) == total:
+            out.append(list(prefix))
+            return
+        for value in space.legal(prefix):
+            walk([*prefix, value])
+
+    walk([])
+    return out
+
+
+SMALL = SearchSpace(
+    intermediate_base_alloc=((2, 1), (3, 1)), level_deltas=(-1, 0), output_levels=(3, 4), parent_window=2
+)
 
 
 def wait_at_gate(task: Any) -> None:
