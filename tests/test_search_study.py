@@ -494,6 +494,34 @@ def test_worker_leaves_after_an_interrupted_trial(tmp_path: Path) -> None:
     assert rig.trials()[-1].user_attrs["retry_of"] == 0
 
 
+def test_torchrun_lead_runs_the_worker_loop_and_keeps_other_ranks_informed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch.distributed as dist
+
+    from torchspine.search import torchrun
+
+    rig = Rig(tmp_path, _distinct(2), SyntheticRunner(), max_trials=2, queue_depth=2)
+    rig.controller.step()
+    rig.worker = Worker(rig.storage, "s", rig.meta, rig.runner, tmp_path, WorkerSettings(poll_interval=0.01))
+    sent: list[str] = []
+    original = torchrun.broadcast_json
+
+    def record(message: dict | None, group: object) -> dict:
+        sent.append(message["cmd"] if message else "?")
+        return original(message, group)
+
+    monkeypatch.setattr(torchrun, "broadcast_json", record)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        # Not finished and nothing left to claim: the lead idles (announcing it) until asked to stop.
+        ran = torchrun.lead(rig.worker, lambda: sent.count("idle") >= 2, None)
+    finally:
+        dist.destroy_process_group()
+    assert ran == 2 and rig.runner.calls == [0, 1]
+    assert sent == ["run", "run", "idle", "idle", "exit"]
+
+
 def test_worker_and_controller_ride_out_transient_store_errors(tmp_path: Path) -> None:
     rig = Rig(tmp_path, _distinct(2), SyntheticRunner(), max_trials=2, queue_depth=2)
     rig.worker.settings = WorkerSettings(poll_interval=0.05, exit_when_idle=True)

@@ -181,8 +181,13 @@ class Worker:
         self.ran += 1
         return True
 
-    def run(self, should_stop: Callable[[], bool]) -> int:
-        """Run trials until the study is finished, ``max_trials`` were run or `should_stop()`; returns the count."""
+    def run(self, should_stop: Callable[[], bool], on_idle: Callable[[], None] | None = None) -> int:
+        """Run trials until the study is finished, ``max_trials`` were run or `should_stop()`; returns the count.
+
+        Args:
+            should_stop: polled between trials and while waiting (e.g. a `GracefulExit` flag).
+            on_idle: called after each wait for work (a ``torchrun`` worker keeps its other ranks alive with it).
+        """
         logger.info("worker %s joined (device %s, runs in %s)", self.name, self.settings.device, self.run_dir)
         transient, errors = transient_store_errors(), 0
         while not should_stop() and not self.interrupted:
@@ -203,6 +208,8 @@ class Worker:
             deadline = time.monotonic() + self.settings.poll_interval
             while not should_stop() and (left := deadline - time.monotonic()) > 0:
                 time.sleep(min(left, 0.2))
+            if on_idle is not None:
+                on_idle()
         logger.info("worker %s leaves after %d trials", self.name, self.ran)
         return self.ran
 
