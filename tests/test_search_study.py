@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import re
 import shutil
 import socket
 import time
@@ -23,6 +24,7 @@ from torchspine.cli.main import main
 from torchspine.search import study as st
 from torchspine.search.controller import ArchCodec, Controller, ControllerLock, ControllerSettings
 from torchspine.search.proxy import TrialOutcome, TrialTask
+from torchspine.search.reward import ResourceAwareReward
 from torchspine.search.searchers import Proposal
 from torchspine.search.space import SearchSpace, arch_key, arch_string, spec_rows
 from torchspine.search.worker import Worker, WorkerSettings
@@ -68,13 +70,20 @@ class Rig:
         script: list[list[int]],
         runner: SyntheticRunner,
         space: SearchSpace = SPACE,
+        reward: ResourceAwareReward | None = None,
         **settings: object,
     ) -> None:
         self.tmp = tmp_path
         self.codec = ArchCodec(decode=space.decode, key=arch_key, text=arch_string, rows=spec_rows)
         self.url = f"journal:{tmp_path / 'journal.log'}"
         self.storage = st.open_storage(self.url)
-        self.meta = _meta(tmp_path, space=space.to_dict(), space_fingerprint=space.fingerprint())
+        self.reward = reward
+        self.meta = _meta(
+            tmp_path,
+            space=space.to_dict(),
+            space_fingerprint=space.fingerprint(),
+            reward={} if reward is None else reward.to_dict(),
+        )
         self.study = st.create_or_join_study(self.storage, "s", self.meta)
         self.script = script
         self.runner = runner
@@ -84,7 +93,9 @@ class Rig:
         self.worker = Worker(self.storage, "s", self.meta, runner, tmp_path, WorkerSettings(heartbeat_interval=0.2))
 
     def new_controller(self) -> Controller:
-        c = Controller(self.study, ScriptedSearcher(self.script), self.codec, Proposal, self.tmp, self.settings)
+        c = Controller(
+            self.study, ScriptedSearcher(self.script), self.codec, Proposal, self.tmp, self.settings, reward=self.reward
+        )
         c.resume()
         return c
 
@@ -212,6 +223,28 @@ def test_duplicate_of_a_complete_architecture_reuses_its_reward(tmp_path: Path) 
     assert dup.state == TrialState.COMPLETE and dup.user_attrs["duplicate_of"] == 0
     assert dup.value == rig.trials()[0].value
     assert [d for d, _ in rig.controller.searcher.fed] == [tuple(a), tuple(b), tuple(a)]
+
+
+def test_resource_aware_reward_is_fed_for_trials_and_their_duplicates(tmp_path: Path) -> None:
+    a, b = _distinct(2)
+    # SyntheticRunner reports macs = number of blocks (7 in the tiny space): at a budget of 14 and w = -1 the
+    # searcher's reward is twice the AP.
+    rig = Rig(tmp_path, [a, b, a], SyntheticRunner(), max_trials=3, reward=ResourceAwareReward(14.0, -1.0))
+    rig.run()
+    dup = rig.trials()[2]
+    assert dup.user_attrs["duplicate_of"] == 0 and dup.user_attrs["macs"] == rig.trials()[0].user_attrs["macs"]
+    aps = [synthetic_reward(SPACE.decode(d)) for d in (a, b, a)]
+    assert [r for _, r in rig.controller.searcher.fed] == pytest.approx([2 * ap for ap in aps])
+    assert [t.value for t in rig.trials()] == pytest.approx(aps)  # the study keeps the AP
+
+
+def test_joining_with_another_reward_is_an_error(tmp_path: Path) -> None:
+    storage = st.open_storage(f"journal:{tmp_path / 'j.log'}")
+    st.create_or_join_study(storage, "s", _meta(tmp_path))
+    with pytest.raises(
+        st.SearchStoreError, match=re.escape("reward: study has {}, this run has {'target_macs': 1000000.0")
+    ):
+        st.create_or_join_study(storage, "s", _meta(tmp_path, reward=ResourceAwareReward(1e6).to_dict()))
 
 
 def test_infrastructure_failure_is_retried_in_the_same_directory_and_never_fed(tmp_path: Path) -> None:
@@ -453,8 +486,9 @@ def test_cli_malformed_seed_spec_is_an_error_naming_the_file(
         (["--option", "lrr=0.1"], "unknown option(s) 'lrr' (did you mean 'lr'?)"),
         (["--option", "lr=-1"], "invalid option(s) {'lr': -1}"),
         (["--max-trials", "0"], "max_trials must be >= 1"),
+        (["--target-macs", "0"], "--target-macs/--macs-exponent: target_macs=0.0 must be a positive number"),
     ],
-    ids=["unknown-option", "bad-option-value", "no-trials"],
+    ids=["unknown-option", "bad-option-value", "no-trials", "no-budget"],
 )
 def test_cli_bad_searcher_options_and_settings_are_user_errors(
     flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

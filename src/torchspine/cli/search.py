@@ -50,6 +50,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--seed-arch", action="append", default=[], metavar="VARIANT_OR_FILE", help="e.g. spinenet49")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--target-macs",
+        type=float,
+        default=None,
+        help="feed the searcher the resource-aware reward AP * (MACs / TARGET)^W (MnasNet) instead of the AP",
+    )
+    s.add_argument("--macs-exponent", type=float, default=-0.07, help="W of --target-macs (default -0.07)")
     s.add_argument("--max-trials", type=int, required=True)
     s.add_argument("--output-dir", type=Path, required=True, help="run folder: checkpoint, lock, trials/")
     s.add_argument("--workers", type=int, default=0, help="local worker processes to start (default 0)")
@@ -138,6 +145,12 @@ def run_start(args: argparse.Namespace) -> int:
             seeds.append(space.encode(_seed_blocks(name, space)))
         except ValueError as err:
             raise UsageError(f"--seed-arch {name}: not in the search space ({err})") from None
+    from torchspine.search.reward import ResourceAwareReward
+
+    try:
+        reward = None if args.target_macs is None else ResourceAwareReward(args.target_macs, args.macs_exponent)
+    except ValueError as err:
+        raise UsageError(f"--target-macs/--macs-exponent: {err}") from None
     meta = st.SearchMeta(
         space=space.to_dict(),
         space_fingerprint=space.fingerprint(),
@@ -147,6 +160,7 @@ def run_start(args: argparse.Namespace) -> int:
         searcher=args.searcher,
         searcher_options={**options, "seed": args.seed, "seeds": [list(s) for s in seeds]},
         output_dir=str(output_dir),
+        reward={} if reward is None else reward.to_dict(),
     )
     try:
         searcher = create_searcher(args.searcher, space, seed=args.seed, seeds=seeds, **options)
@@ -167,7 +181,7 @@ def run_start(args: argparse.Namespace) -> int:
     with ControllerLock(output_dir):
         storage = st.open_storage(url, processes=1)
         study = st.create_or_join_study(storage, args.study, meta)
-        controller = Controller(study, searcher, codec, Proposal, output_dir, settings)
+        controller = Controller(study, searcher, codec, Proposal, output_dir, settings, reward=reward)
         controller.resume()
         logger.info("controller for study %r on %s; run folder %s", args.study, st.redact(url), output_dir)
         between_polls = None
