@@ -113,7 +113,15 @@ class Heartbeat:
             try:
                 self.storage.set_trial_user_attr(self.trial_id, "heartbeat", time.time())
             except UpdateFinishedTrialError:
-                return  # the controller declared the trial stale; the result will be dropped
+                # The controller declared the trial stale (heartbeats slower than its grace period). The runner cannot
+                # be stopped from here, so its retry may start in the same trial directory while this one still
+                # trains; this result will be dropped.
+                logger.warning(
+                    "trial id %d was declared stale while it runs; its result will be dropped (raise the "
+                    "controller's --stale-after or lower --heartbeat)",
+                    self.trial_id,
+                )
+                return
             except Exception as err:  # a store hiccup must not kill the trial; the next beat retries
                 logger.warning("heartbeat for trial id %d failed: %s", self.trial_id, err)
 
