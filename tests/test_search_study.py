@@ -188,6 +188,20 @@ def test_joining_a_study_of_another_search_is_an_error(tmp_path: Path) -> None:
         st.join_study(storage, "nope")
 
 
+def test_joining_a_foreign_study_or_another_proxy_config_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"journal:{tmp_path / 'j.log'}"
+    storage = st.open_storage(url)
+    optuna.create_study(storage=storage, study_name="plain")  # an ordinary Optuna study, not a search
+    with pytest.raises(st.SearchStoreError, match="'plain' was not created by `torchspine search start`"):
+        st.join_study(storage, "plain")
+    # A worker whose torchspine resolves the proxy config differently from the study's record refuses to join.
+    st.create_or_join_study(storage, "s", _meta(tmp_path))  # config_hash "000..." matches no real config
+    assert main(["search", "worker", "--storage", url, "--study", "s", "--device", "cpu"]) == 2
+    assert "resolves the proxy config 'demo'" in capsys.readouterr().err
+
+
 def test_proxy_config_hash_follows_the_overrides() -> None:
     a = st.proxy_config_hash("demo", ["train.max_steps=2"])
     assert a == st.proxy_config_hash("demo", ["train.max_steps=2"])
