@@ -187,15 +187,17 @@ def run_start(args: argparse.Namespace) -> int:
         between_polls = None
         if inline:
             between_polls = _inline_worker(args, storage, meta, output_dir).step
-        children = [_spawn_worker(args, url, output_dir, i) for i in range(0 if inline else args.workers)]
-        if not inline and not children:
+        children: list[subprocess.Popen] = []
+        if not inline and not args.workers:
             logger.info(
                 "no local workers; on each GPU/machine run: torchspine search worker --storage %s --study %s",
                 st.redact(url),
                 args.study,
             )
         done = False
-        try:
+        try:  # spawned inside: a failure to start the second worker must still stop the first
+            for i in range(0 if inline else args.workers):
+                children.append(_spawn_worker(args, url, output_dir, i))
             with GracefulExit() as stop:
                 done = controller.run(lambda: stop.should_stop, between_polls).done
         finally:
