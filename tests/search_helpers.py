@@ -20,34 +20,49 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from torchspine.search.proxy import TrialOutcome
+from torchspine.search.searchers import Proposal
+from torchspine.search.space import SearchSpace
+from torchspine.specs import SPINENET_BLOCKS
 
 GATE_TIMEOUT_S = 300.0
 
-
-@dataclass(frozen=True)
-class Task:
-    """Same fields as ``torchspine.search.proxy.TrialTask``."""
-
-    number: int
-    blocks: tuple[Any, ...]
-    experiment: str
-    overrides: tuple[str, ...]
-    output_dir: Path
-    device: str
+# The tensorflow/tpu SpineNet-49 (15 blocks; Model Garden adds a 16th, level-2 output).
+SPINENET49 = SPINENET_BLOCKS[:15]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """Same fields as ``torchspine.search.proxy.TrialOutcome``."""
+def enumerate_sequences(space: SearchSpace) -> list[list[int]]:
+    """Every legal decision sequence, by depth-first search over the masks."""
+    total = len(space.decisions)
+    out: list[list[int]] = []
 
-    status: Literal["complete", "diverged"]
-    reward: float
-    reason: str
-    metrics: dict[str, float]
-    macs: float
-    params: int
-    train_seconds: float
+    def walk(prefix: list[int]) -> None:
+        if len(prefix) == total:
+            out.append(list(prefix))
+            return
+        for value in space.legal(prefix):
+            walk([*prefix, value])
+
+    walk([])
+    return out
+
+
+SMALL = SearchSpace(
+    intermediate_base_alloc=((2, 1), (3, 1)), level_deltas=(-1, 0), output_levels=(3, 4), parent_window=2
+)
+
+
+def wait_at_gate(task: Any) -> None:
+    """Write ``running.<pid>`` in the trial directory, then wait for ``release`` in the run directory."""
+    out = Path(task.output_dir)
+    (out / f"running.{os.getpid()}").write_text(str(task.number))
+    deadline = time.monotonic() + GATE_TIMEOUT_S
+    while not (out.parent.parent / "release").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("test gate never released")
+        time.sleep(0.05)
 
 
 def synthetic_reward(blocks: Any) -> float:
@@ -62,7 +77,6 @@ def synthetic_reward(blocks: Any) -> float:
 class SyntheticRunner:
     fail_infra_every: int = 0
     diverge_every: int = 0
-    gate: bool = False
     calls: list[int] = field(default_factory=list)
 
     @classmethod
@@ -72,44 +86,27 @@ class SyntheticRunner:
             diverge_every=int(os.environ.get("TS_TEST_DIVERGE", "0")),
         )
 
-    def __call__(self, task: Any) -> Outcome:
+    def __call__(self, task: Any) -> TrialOutcome:
         out = Path(task.output_dir)
         run_dir = out.parent.parent
         root = int(out.name)
         self.calls.append(task.number)
         with open(run_dir / "runs.log", "a") as f:
             f.write(f"{task.number} {os.getpid()}\n")
-        if self.gate:
-            (out / f"running.{os.getpid()}").write_text(str(task.number))
-            deadline = time.monotonic() + GATE_TIMEOUT_S
-            while not (run_dir / "release").exists():
-                if time.monotonic() > deadline:
-                    raise TimeoutError("test gate never released")
-                time.sleep(0.05)
         if self.fail_infra_every and root % self.fail_infra_every == 0:
             marker = out / "attempted"
             if not marker.exists():
                 marker.write_text("1")
                 raise RuntimeError(f"synthetic infrastructure failure of trial {task.number}")
         if self.diverge_every and root % self.diverge_every == 0:
-            return Outcome("diverged", 0.0, "loss is nan at step 3 (synthetic)", {}, 1.0, 1, 0.0)
+            return TrialOutcome("diverged", 0.0, "loss is nan at step 3 (synthetic)", {}, 1.0, 1, 0.0)
         reward = synthetic_reward(task.blocks)
-        return Outcome("complete", reward, "", {"AP": reward}, float(len(task.blocks)), len(task.blocks), 0.01)
+        return TrialOutcome("complete", reward, "", {"AP": reward}, float(len(task.blocks)), len(task.blocks), 0.01)
 
 
-def synthetic(task: Any) -> Outcome:
+def synthetic(task: Any) -> TrialOutcome:
     """``--runner search_helpers:synthetic``: `SyntheticRunner` configured from the environment."""
     return SyntheticRunner.from_env()(task)
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """Same fields as ``torchspine.search.searchers.Proposal``."""
-
-    decisions: tuple[int, ...]
-    log_probs: tuple[float, ...]
-    policy_version: int
-    searcher: str
 
 
 class ScriptedSearcher:
@@ -150,16 +147,10 @@ class ScriptedSearcher:
 
 
 def gated(task: Any) -> Any:
-    """``--runner search_helpers:gated``: the gate of `SyntheticRunner` (when ``TS_TEST_GATE=1``), then the runner
+    """``--runner search_helpers:gated``: `wait_at_gate` (when ``TS_TEST_GATE=1``), then the runner
     named by ``TS_TEST_INNER`` (``module:function``; default `synthetic`), e.g. the real proxy trial."""
     from torchspine.search.worker import load_runner
 
     if os.environ.get("TS_TEST_GATE") == "1":
-        out = Path(task.output_dir)
-        (out / f"running.{os.getpid()}").write_text(str(task.number))
-        deadline = time.monotonic() + GATE_TIMEOUT_S
-        while not (out.parent.parent / "release").exists():
-            if time.monotonic() > deadline:
-                raise TimeoutError("test gate never released")
-            time.sleep(0.05)
+        wait_at_gate(task)
     return load_runner(os.environ.get("TS_TEST_INNER", "search_helpers:synthetic"))(task)

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from search_helpers import SMALL, SPINENET49, enumerate_sequences
 from torchspine.search import (
     SearchSpace,
     SearchSpaceError,
@@ -20,30 +21,6 @@ from torchspine.search import (
     spec_rows,
 )
 from torchspine.specs import SPINENET_BLOCKS, BlockSpec, SpineNetCfg, blocks_from_rows, plan_graph, validate_blocks
-
-# The tensorflow/tpu SpineNet-49 (15 blocks; Model Garden adds a 16th, level-2 output).
-SPINENET49 = SPINENET_BLOCKS[:15]
-
-
-def enumerate_sequences(space: SearchSpace) -> list[list[int]]:
-    """Every legal decision sequence, by depth-first search over the masks."""
-    total = len(space.decisions)
-    out: list[list[int]] = []
-
-    def walk(prefix: list[int]) -> None:
-        if len(prefix) == total:
-            out.append(list(prefix))
-            return
-        for value in space.legal(prefix):
-            walk([*prefix, value])
-
-    walk([])
-    return out
-
-
-SMALL = SearchSpace(
-    intermediate_base_alloc=((2, 1), (3, 1)), level_deltas=(-1, 0), output_levels=(3, 4), parent_window=2
-)
 
 
 @pytest.mark.parametrize("window", [5, 4, -1], ids=["window5", "window4", "all"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import re
 import shutil
 import socket
 import time
@@ -18,10 +19,13 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from search_helpers import ScriptedSearcher, SyntheticRunner, Task, synthetic_reward
+from search_helpers import ScriptedSearcher, SyntheticRunner, synthetic_reward
 from torchspine.cli.main import main
 from torchspine.search import study as st
 from torchspine.search.controller import ArchCodec, Controller, ControllerLock, ControllerSettings
+from torchspine.search.proxy import TrialOutcome, TrialTask
+from torchspine.search.reward import ResourceAwareReward
+from torchspine.search.searchers import Proposal
 from torchspine.search.space import SearchSpace, arch_key, arch_string, spec_rows
 from torchspine.search.worker import Worker, WorkerSettings
 from torchspine.specs import blocks_from_rows
@@ -66,25 +70,32 @@ class Rig:
         script: list[list[int]],
         runner: SyntheticRunner,
         space: SearchSpace = SPACE,
+        reward: ResourceAwareReward | None = None,
         **settings: object,
     ) -> None:
         self.tmp = tmp_path
         self.codec = ArchCodec(decode=space.decode, key=arch_key, text=arch_string, rows=spec_rows)
         self.url = f"journal:{tmp_path / 'journal.log'}"
         self.storage = st.open_storage(self.url)
-        self.meta = _meta(tmp_path, space=space.to_dict(), space_fingerprint=space.fingerprint())
+        self.reward = reward
+        self.meta = _meta(
+            tmp_path,
+            space=space.to_dict(),
+            space_fingerprint=space.fingerprint(),
+            reward={} if reward is None else reward.to_dict(),
+        )
         self.study = st.create_or_join_study(self.storage, "s", self.meta)
         self.script = script
         self.runner = runner
         opts = {"max_trials": 4, "queue_depth": 1, "poll_interval": 0.1, **settings}
         self.settings = ControllerSettings(**opts)  # type: ignore[arg-type]
         self.controller = self.new_controller()
-        self.worker = Worker(
-            self.storage, "s", self.meta, runner, tmp_path, WorkerSettings(heartbeat_interval=0.2), make_task=Task
-        )
+        self.worker = Worker(self.storage, "s", self.meta, runner, tmp_path, WorkerSettings(heartbeat_interval=0.2))
 
     def new_controller(self) -> Controller:
-        c = Controller(self.study, ScriptedSearcher(self.script), self.codec, _proposal, self.tmp, self.settings)
+        c = Controller(
+            self.study, ScriptedSearcher(self.script), self.codec, Proposal, self.tmp, self.settings, reward=self.reward
+        )
         c.resume()
         return c
 
@@ -97,12 +108,6 @@ class Rig:
 
     def trials(self) -> list[optuna.trial.FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
-
-
-def _proposal(**fields: object) -> object:
-    from search_helpers import Proposal
-
-    return Proposal(**fields)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------ storage URLs
@@ -183,6 +188,20 @@ def test_joining_a_study_of_another_search_is_an_error(tmp_path: Path) -> None:
         st.join_study(storage, "nope")
 
 
+def test_joining_a_foreign_study_or_another_proxy_config_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"journal:{tmp_path / 'j.log'}"
+    storage = st.open_storage(url)
+    optuna.create_study(storage=storage, study_name="plain")  # an ordinary Optuna study, not a search
+    with pytest.raises(st.SearchStoreError, match="'plain' was not created by `torchspine search start`"):
+        st.join_study(storage, "plain")
+    # A worker whose torchspine resolves the proxy config differently from the study's record refuses to join.
+    st.create_or_join_study(storage, "s", _meta(tmp_path))  # config_hash "000..." matches no real config
+    assert main(["search", "worker", "--storage", url, "--study", "s", "--device", "cpu"]) == 2
+    assert "resolves the proxy config 'demo'" in capsys.readouterr().err
+
+
 def test_proxy_config_hash_follows_the_overrides() -> None:
     a = st.proxy_config_hash("demo", ["train.max_steps=2"])
     assert a == st.proxy_config_hash("demo", ["train.max_steps=2"])
@@ -220,6 +239,28 @@ def test_duplicate_of_a_complete_architecture_reuses_its_reward(tmp_path: Path) 
     assert [d for d, _ in rig.controller.searcher.fed] == [tuple(a), tuple(b), tuple(a)]
 
 
+def test_resource_aware_reward_is_fed_for_trials_and_their_duplicates(tmp_path: Path) -> None:
+    a, b = _distinct(2)
+    # SyntheticRunner reports macs = number of blocks (7 in the tiny space): at a budget of 14 and w = -1 the
+    # searcher's reward is twice the AP.
+    rig = Rig(tmp_path, [a, b, a], SyntheticRunner(), max_trials=3, reward=ResourceAwareReward(14.0, -1.0))
+    rig.run()
+    dup = rig.trials()[2]
+    assert dup.user_attrs["duplicate_of"] == 0 and dup.user_attrs["macs"] == rig.trials()[0].user_attrs["macs"]
+    aps = [synthetic_reward(SPACE.decode(d)) for d in (a, b, a)]
+    assert [r for _, r in rig.controller.searcher.fed] == pytest.approx([2 * ap for ap in aps])
+    assert [t.value for t in rig.trials()] == pytest.approx(aps)  # the study keeps the AP
+
+
+def test_joining_with_another_reward_is_an_error(tmp_path: Path) -> None:
+    storage = st.open_storage(f"journal:{tmp_path / 'j.log'}")
+    st.create_or_join_study(storage, "s", _meta(tmp_path))
+    with pytest.raises(
+        st.SearchStoreError, match=re.escape("reward: study has {}, this run has {'target_macs': 1000000.0")
+    ):
+        st.create_or_join_study(storage, "s", _meta(tmp_path, reward=ResourceAwareReward(1e6).to_dict()))
+
+
 def test_infrastructure_failure_is_retried_in_the_same_directory_and_never_fed(tmp_path: Path) -> None:
     script = _distinct(3)
     rig = Rig(tmp_path, script, SyntheticRunner(fail_infra_every=2), max_trials=3)
@@ -243,7 +284,7 @@ def test_retries_are_bounded_then_abandoned(tmp_path: Path) -> None:
     # The runner's marker makes the retry succeed; remove it before each attempt so every attempt fails.
     runner = rig.runner
 
-    def always_fail(task: Task) -> object:
+    def always_fail(task: TrialTask) -> object:
         (Path(task.output_dir) / "attempted").unlink(missing_ok=True)
         return runner(task)
 
@@ -252,6 +293,29 @@ def test_retries_are_bounded_then_abandoned(tmp_path: Path) -> None:
         rig.run()
     assert [t.user_attrs["attempt"] for t in rig.trials()] == [0, 1, 2]
     assert rig.controller.searcher.fed == []
+
+
+def test_restart_does_not_count_old_abandoned_trials_as_abandoned_in_a_row(tmp_path: Path) -> None:
+    script = _distinct(5)
+    rig = Rig(tmp_path, script, SyntheticRunner(), max_trials=2, max_retries=0, max_abandoned_in_a_row=2)
+    runner = rig.runner
+
+    def fail_even(task: TrialTask) -> object:
+        if task.number % 2 == 0:
+            raise RuntimeError(f"synthetic infrastructure failure of trial {task.number}")
+        return runner(task)
+
+    rig.worker.runner = fail_even
+    rig.run()  # 0 abandoned, 1 complete, 2 abandoned, 3 complete: never two abandoned in a row
+    assert [t.state for t in rig.trials()] == [TrialState.FAIL, TrialState.COMPLETE] * 2
+    rig.settings = ControllerSettings(
+        max_trials=3, queue_depth=1, poll_interval=0.1, max_retries=0, max_abandoned_in_a_row=2
+    )
+    rig.controller = rig.new_controller()  # restarted with a larger budget
+    rig.worker.runner = runner
+    rig.run()
+    assert rig.controller.step().abandoned == 2
+    assert [t.state for t in rig.trials()][-1] == TrialState.COMPLETE
 
 
 def test_diverged_trial_is_fed_with_reward_zero(tmp_path: Path) -> None:
@@ -263,6 +327,21 @@ def test_diverged_trial_is_fed_with_reward_zero(tmp_path: Path) -> None:
     assert first.user_attrs["reason"].startswith("loss is nan") and st.reward_of(first) == 0.0
     assert rig.controller.searcher.fed[0] == (tuple(script[0]), 0.0)
     assert len(rig.controller.searcher.fed) == 2
+
+
+def test_an_outcome_the_worker_cannot_record_fails_the_trial(tmp_path: Path) -> None:
+    (a,) = _distinct(1)
+    rig = Rig(tmp_path, [a], SyntheticRunner(), max_trials=1)
+    rig.controller.step()
+
+    def bad_status(task: TrialTask) -> object:
+        return TrialOutcome("finished", 0.5, "", {}, 1.0, 1, 0.0)
+
+    rig.worker.runner = bad_status
+    assert rig.worker.step()  # recorded, not raised: the worker stays to run other trials
+    (trial,) = rig.trials()
+    assert trial.state == TrialState.FAIL and st.failure_of(trial) == "infra"
+    assert "status 'finished'" in trial.user_attrs["reason"]
 
 
 def test_stale_running_trial_is_failed_and_retried(tmp_path: Path) -> None:
@@ -288,7 +367,7 @@ def test_worker_heartbeats_while_the_trial_runs(tmp_path: Path) -> None:
     rig.controller.step()
     beats: list[float] = []
 
-    def slow(task: Task) -> object:
+    def slow(task: TrialTask) -> object:
         # Wait for two heartbeats written by the worker's thread, then finish.
         deadline = time.monotonic() + 60
         while len(beats) < 2:
@@ -343,7 +422,7 @@ def _race_worker(url: str, run_dir: str, start: multiprocessing.synchronize.Even
     _, meta = st.join_study(storage, "s")
     start.wait(60)
     settings = WorkerSettings(heartbeat_interval=5.0, exit_when_idle=True)
-    Worker(storage, "s", meta, SyntheticRunner(), run_dir, settings, make_task=Task).run(lambda: False)
+    Worker(storage, "s", meta, SyntheticRunner(), run_dir, settings).run(lambda: False)
 
 
 def test_concurrent_workers_never_run_a_trial_twice(tmp_path: Path) -> None:
@@ -389,6 +468,9 @@ def test_cli_status_and_export_read_the_study(tmp_path: Path, capsys: pytest.Cap
     # The tiny space's outputs are L3-L5, so read the rows alone (load_cfg checks them against P3-P7).
     assert blocks_from_rows(yaml.safe_load(files[0].read_text())["blocks"]) == SPACE.decode(rig.script[best])
     assert len(files) == 2
+    capsys.readouterr()
+    assert main(["search", "export", *store, "--top", "0", "--out", str(out)]) == 2
+    assert "--top must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_cli_report_writes_the_pictures(tmp_path: Path) -> None:
@@ -412,6 +494,25 @@ def test_cli_malformed_seed_spec_is_an_error_naming_the_file(
     assert str(bad) in err and "input_offsets must be two integers" in err
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--option", "lrr=0.1"], "unknown option(s) 'lrr' (did you mean 'lr'?)"),
+        (["--option", "lr=-1"], "invalid option(s) {'lr': -1}"),
+        (["--max-trials", "0"], "max_trials must be >= 1"),
+        (["--target-macs", "0"], "--target-macs/--macs-exponent: target_macs=0.0 must be a positive number"),
+    ],
+    ids=["unknown-option", "bad-option-value", "no-trials", "no-budget"],
+)
+def test_cli_bad_searcher_options_and_settings_are_user_errors(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["search", "start", "--experiment", "search_demo", "--space", "tiny", "--output-dir", str(tmp_path / "r")]
+    assert main([*args, "--max-trials", "1", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
 def test_cli_sqlite_single_process_search_runs_trials_inline(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'search.db'}"
     args = ["search", "start", "--experiment", "demo", "--storage", url, "--study", "one", "--space", "tiny"]
@@ -429,7 +530,7 @@ def test_worker_leaves_after_an_interrupted_trial(tmp_path: Path) -> None:
     rig = Rig(tmp_path, _distinct(3), SyntheticRunner(), max_trials=3, queue_depth=3)
     rig.controller.step()
 
-    def interrupted(task: Task) -> object:
+    def interrupted(task: TrialTask) -> object:
         raise TrialInterrupted(f"trial {task.number} stopped at step 3 of 10")
 
     rig.worker.runner = interrupted
@@ -439,6 +540,34 @@ def test_worker_leaves_after_an_interrupted_trial(tmp_path: Path) -> None:
     assert first.user_attrs["reason"].startswith("TrialInterrupted")
     rig.controller.step()
     assert rig.trials()[-1].user_attrs["retry_of"] == 0
+
+
+def test_torchrun_lead_runs_the_worker_loop_and_keeps_other_ranks_informed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch.distributed as dist
+
+    from torchspine.search import torchrun
+
+    rig = Rig(tmp_path, _distinct(2), SyntheticRunner(), max_trials=2, queue_depth=2)
+    rig.controller.step()
+    rig.worker = Worker(rig.storage, "s", rig.meta, rig.runner, tmp_path, WorkerSettings(poll_interval=0.01))
+    sent: list[str] = []
+    original = torchrun.broadcast_json
+
+    def record(message: dict | None, group: object) -> dict:
+        sent.append(message["cmd"] if message else "?")
+        return original(message, group)
+
+    monkeypatch.setattr(torchrun, "broadcast_json", record)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        # Not finished and nothing left to claim: the lead idles (announcing it) until asked to stop.
+        ran = torchrun.lead(rig.worker, lambda: sent.count("idle") >= 2, None)
+    finally:
+        dist.destroy_process_group()
+    assert ran == 2 and rig.runner.calls == [0, 1]
+    assert sent == ["run", "run", "idle", "idle", "exit"]
 
 
 def test_worker_and_controller_ride_out_transient_store_errors(tmp_path: Path) -> None:

@@ -9,29 +9,10 @@ import random
 import pytest
 import torch
 
+from search_helpers import SMALL, SPINENET49, enumerate_sequences
 from torchspine.search import SearchSpace, SearchSpaceError, SyntheticReward, arch_key, create_searcher
 from torchspine.search.searchers import PPOController, Proposal, RegularizedEvolution, Searcher, mutate
-from torchspine.specs import SPINENET_BLOCKS, validate_blocks
-
-SPINENET49 = SPINENET_BLOCKS[:15]
-SMALL = SearchSpace(
-    intermediate_base_alloc=((2, 1), (3, 1)), level_deltas=(-1, 0), output_levels=(3, 4), parent_window=2
-)
-
-
-def enumerate_sequences(space: SearchSpace) -> list[list[int]]:
-    total = len(space.decisions)
-    out: list[list[int]] = []
-
-    def walk(prefix: list[int]) -> None:
-        if len(prefix) == total:
-            out.append(list(prefix))
-            return
-        for value in space.legal(prefix):
-            walk([*prefix, value])
-
-    walk([])
-    return out
+from torchspine.specs import validate_blocks
 
 
 def run(searcher: Searcher, reward, n: int) -> list[float]:
@@ -249,6 +230,10 @@ def test_factory_and_seed_errors_are_clear():
         create_searcher("reinforce", space, seed=0)
     with pytest.raises(TypeError, match=r"unknown option\(s\) 'populaton_size' \(did you mean 'population_size'"):
         create_searcher("evolution", space, seed=0, populaton_size=10)
+    with pytest.raises(ValueError, match=r"invalid option\(s\) \{'lr': -1.0, 'clip': 0.0\}"):
+        create_searcher("ppo", space, seed=0, lr=-1.0, clip=0.0)
+    with pytest.raises(ValueError, match="sample_size"):
+        create_searcher("evolution", space, seed=0, population_size=5, sample_size=6)
     with pytest.raises(SearchSpaceError, match=r"seeds\[1\]: expected 70 decisions"):
         create_searcher("random", space, seed=0, seeds=[space.encode(SPINENET49), [0, 1]])
     with pytest.raises(ValueError, match="search space"):

@@ -63,6 +63,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="architecture proposed first, e.g. spinenet49 or a spec file (repeatable)",
     )
     s.add_argument("--seed", type=int, default=0, help="seed of the searcher (default 0)")
+    s.add_argument(
+        "--target-macs",
+        type=float,
+        default=None,
+        help="feed the searcher the resource-aware reward AP * (MACs / TARGET)^W (MnasNet) instead of the AP",
+    )
+    s.add_argument("--macs-exponent", type=float, default=-0.07, help="W of --target-macs (default -0.07)")
     s.add_argument("--max-trials", type=int, required=True, help="finished trials after which the search stops")
     s.add_argument("--output-dir", type=Path, required=True, help="run folder: checkpoint, lock, trials/")
     s.add_argument("--workers", type=int, default=0, help="local worker processes to start (default 0)")
@@ -153,6 +160,12 @@ def run_start(args: argparse.Namespace) -> int:
             seeds.append(space.encode(_seed_blocks(name, space)))
         except ValueError as err:
             raise UsageError(f"--seed-arch {name}: not in the search space ({err})") from None
+    from torchspine.search.reward import ResourceAwareReward
+
+    try:
+        reward = None if args.target_macs is None else ResourceAwareReward(args.target_macs, args.macs_exponent)
+    except ValueError as err:
+        raise UsageError(f"--target-macs/--macs-exponent: {err}") from None
     meta = st.SearchMeta(
         space=space.to_dict(),
         space_fingerprint=space.fingerprint(),
@@ -162,35 +175,44 @@ def run_start(args: argparse.Namespace) -> int:
         searcher=args.searcher,
         searcher_options={**options, "seed": args.seed, "seeds": [list(s) for s in seeds]},
         output_dir=str(output_dir),
+        reward={} if reward is None else reward.to_dict(),
     )
-    searcher = create_searcher(args.searcher, space, seed=args.seed, seeds=seeds, **options)
+    try:
+        searcher = create_searcher(args.searcher, space, seed=args.seed, seeds=seeds, **options)
+    except (TypeError, ValueError) as err:  # an unknown --option name or a bad value
+        raise UsageError(f"--searcher {args.searcher} --option ...: {err}") from None
     codec = ArchCodec(decode=space.decode, key=arch_key, text=arch_string, rows=spec_rows)
     queue = args.queue or max(1, args.workers) + (update_batch if args.searcher == "ppo" else 1)
-    settings = ControllerSettings(
-        max_trials=args.max_trials,
-        queue_depth=queue,
-        max_retries=args.max_retries,
-        stale_after=args.stale_after,
-        poll_interval=args.poll,
-    )
+    try:
+        settings = ControllerSettings(
+            max_trials=args.max_trials,
+            queue_depth=queue,
+            max_retries=args.max_retries,
+            stale_after=args.stale_after,
+            poll_interval=args.poll,
+        )
+    except ValueError as err:
+        raise UsageError(f"--max-trials/--queue/--max-retries/--stale-after/--poll: {err}") from None
     with ControllerLock(output_dir):
         storage = st.open_storage(url, processes=1)
         study = st.create_or_join_study(storage, args.study, meta)
-        controller = Controller(study, searcher, codec, Proposal, output_dir, settings)
+        controller = Controller(study, searcher, codec, Proposal, output_dir, settings, reward=reward)
         controller.resume()
         logger.info("controller for study %r on %s; run folder %s", args.study, st.redact(url), output_dir)
         between_polls = None
         if inline:
             between_polls = _inline_worker(args, storage, meta, output_dir).step
-        children = [_spawn_worker(args, url, output_dir, i) for i in range(0 if inline else args.workers)]
-        if not inline and not children:
+        children: list[subprocess.Popen] = []
+        if not inline and not args.workers:
             logger.info(
                 "no local workers; on each GPU/machine run: torchspine search worker --storage %s --study %s",
                 st.redact(url),
                 args.study,
             )
         done = False
-        try:
+        try:  # spawned inside: a failure to start the second worker must still stop the first
+            for i in range(0 if inline else args.workers):
+                children.append(_spawn_worker(args, url, output_dir, i))
             with GracefulExit() as stop:
                 done = controller.run(lambda: stop.should_stop, between_polls).done
         finally:

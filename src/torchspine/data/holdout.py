@@ -1,7 +1,8 @@
 """A seeded held-out split of a training set: the search proxy's reward images.
 
 The SpineNet search scores each sampled architecture by its AP on 7,392 images held out from COCO train2017 (Du et
-al., 2020, §4.2 / §6.2 of the project's reference; the same protocol as NAS-FPN), so val2017 never guides the search.
+al., CVPR 2020, arXiv 1912.05027 §4.2; the same protocol as NAS-FPN, arXiv 1904.07392), so val2017 never guides the
+search.
 The split is a pure function of the sorted image ids and a seed: the same seed and annotation file always hold out
 the same images, on any machine and in any process, which every worker of a distributed search relies on.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchspine.search.reward import resource_aware_reward
+from torchspine.search.reward import ResourceAwareReward, resource_aware_reward
 from torchspine.search.space import (
     DecisionSlot,
     SearchSpace,
@@ -26,6 +26,7 @@ _SEARCHER_NAMES = ("Proposal", "Searcher", "create_searcher", "SEARCHERS")
 __all__ = [
     "DecisionSlot",
     "SearchSpace",
+    "ResourceAwareReward",
     "SearchSpaceError",
     "SpaceSize",
     "SyntheticReward",

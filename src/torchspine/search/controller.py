@@ -9,8 +9,9 @@ The protocol (workers only claim and report; all searcher state lives here):
    NASNet/NAS-FPN count repeated samples). A duplicate of an architecture still in flight is trained again: the
    store has no way to hold a trial back until another one finishes.
 2. Feed each COMPLETE trial and each diverged trial (FAIL with ``failure="diverged"``, reward 0) to the searcher
-   exactly once. Infrastructure failures (``failure`` ``"infra"``/``"stale"``) are never fed back: they are
-   re-enqueued with ``retry_of`` (at most ``max_retries`` times), then abandoned.
+   exactly once (a COMPLETE trial's AP through the optional resource-aware reward, with its ``macs`` attribute).
+   Infrastructure failures (``failure`` ``"infra"``/``"stale"``) are never fed back: they are re-enqueued with
+   ``retry_of`` (at most ``max_retries`` times), then abandoned.
 3. RUNNING trials whose heartbeat is older than ``stale_after`` seconds are marked FAIL with ``failure="stale"``
    (and so retried).
 4. After every change, checkpoint atomically: searcher state, consumed trial numbers, proposal count, RNG.
@@ -197,6 +198,8 @@ class Controller:
         output_dir: the run directory; holds the checkpoint and the lock file.
         settings: operational settings.
         clock: wall clock in seconds (heartbeats are wall-clock times written by workers).
+        reward: ``(ap, macs) -> reward`` fed to the searcher for COMPLETE trials
+            (`torchspine.search.reward.ResourceAwareReward`); None feeds the AP itself.
     """
 
     def __init__(
@@ -208,6 +211,7 @@ class Controller:
         output_dir: str | Path,
         settings: ControllerSettings,
         clock: Callable[[], float] = time.time,
+        reward: Callable[[float, float], float] | None = None,
     ) -> None:
         self.study = study
         self.searcher = searcher
@@ -216,6 +220,7 @@ class Controller:
         self.output_dir = Path(output_dir)
         self.settings = settings
         self.clock = clock
+        self.reward = reward
         self.consumed: set[int] = set()
         self.proposals = 0
         self.updates = 0
@@ -272,6 +277,13 @@ class Controller:
                 self.updates,
             )
         self._replay_orphans()
+        # Architectures abandoned before the restart were reported then; counting them again here would make them
+        # look "abandoned in a row" and stop a healthy search at its first step.
+        self._reported_abandoned = {
+            t.number
+            for t in self._unretried_failures(self.study.get_trials(deepcopy=False))
+            if int(t.user_attrs.get("attempt", 0)) >= self.settings.max_retries
+        }
         self.study.set_user_attr(MAX_TRIALS_KEY, self.settings.max_trials)
         if self.study.user_attrs.get(FINISHED_KEY):
             self.study.set_user_attr(FINISHED_KEY, False)  # restarted with a larger budget; step() sets it again
@@ -306,7 +318,7 @@ class Controller:
             progress.changed = True
             trials = self.study.get_trials(deepcopy=False)
         progress.changed |= self._feed(trials)
-        complete: dict[str, tuple[float, int]] = {}
+        complete: dict[str, FrozenTrial] = {}
         for t in trials:
             reward = reward_of(t)
             state = t.state
@@ -314,7 +326,7 @@ class Controller:
                 progress.complete += 1
                 key = t.user_attrs.get("arch_key")
                 if key and t.user_attrs.get("duplicate_of") is None and key not in complete:
-                    complete[key] = (float(reward or 0.0), t.number)
+                    complete[key] = t
             elif state == TrialState.RUNNING:
                 progress.running += 1
             elif state == TrialState.WAITING:
@@ -364,12 +376,17 @@ class Controller:
             marked = True
         return marked
 
-    def _retry_failures(self, trials: Sequence[FrozenTrial]) -> bool:
+    @staticmethod
+    def _unretried_failures(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+        """Infrastructure failures that have no retry in the store yet."""
         retried = {t.user_attrs.get("retry_of") for t in trials}
+        return [
+            t for t in trials if t.state == TrialState.FAIL and failure_of(t) in RETRYABLE and t.number not in retried
+        ]
+
+    def _retry_failures(self, trials: Sequence[FrozenTrial]) -> bool:
         changed = False
-        for t in trials:
-            if t.state != TrialState.FAIL or failure_of(t) not in RETRYABLE or t.number in retried:
-                continue
+        for t in self._unretried_failures(trials):
             attempt = int(t.user_attrs.get("attempt", 0))
             if attempt >= self.settings.max_retries:
                 if t.number not in self._reported_abandoned:
@@ -405,6 +422,13 @@ class Controller:
             if reward is None:
                 continue
             attrs = t.user_attrs
+            if self.reward is not None and t.state == TrialState.COMPLETE:
+                if attrs.get("macs") is None:
+                    raise SearchStoreError(
+                        f"trial {t.number} has no 'macs' attribute; the resource-aware reward needs the MACs the "
+                        "trial runner reports"
+                    )
+                reward = self.reward(reward, float(attrs["macs"]))
             proposal = self.make_proposal(
                 decisions=tuple(int(d) for d in attrs["decisions"]),
                 log_probs=tuple(float(p) for p in attrs.get("log_probs", ())),
@@ -425,7 +449,7 @@ class Controller:
                 )
         return changed
 
-    def _top_up(self, progress: Progress, complete: dict[str, tuple[float, int]]) -> bool:
+    def _top_up(self, progress: Progress, complete: dict[str, FrozenTrial]) -> bool:
         changed = False
         finished = progress.finished
         in_flight = progress.waiting + progress.running
@@ -445,7 +469,10 @@ class Controller:
                 "attempt": 0,
             }
             if key in complete:
-                reward, original = complete[key]
+                first = complete[key]
+                reward, original = float(first.value or 0.0), first.number
+                # The measured costs come along, so the duplicate gets the same resource-aware reward.
+                attrs.update({k: first.user_attrs[k] for k in ("macs", "params") if k in first.user_attrs})
                 attrs.update(duplicate_of=original, reason=f"duplicate of trial {original}; reward reused")
                 self.study.add_trial(
                     optuna.trial.create_trial(state=TrialState.COMPLETE, value=reward, user_attrs=attrs)

@@ -14,8 +14,11 @@ option for users who search for a compute budget.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
-__all__ = ["resource_aware_reward"]
+__all__ = ["ResourceAwareReward", "resource_aware_reward"]
 
 
 def resource_aware_reward(ap: float, macs: float, target_macs: float, w: float, w_over: float | None = None) -> float:
@@ -39,3 +42,40 @@ def resource_aware_reward(ap: float, macs: float, target_macs: float, w: float, 
         raise ValueError(f"resource_aware_reward: macs={macs!r} and target_macs={target_macs!r} must be positive")
     exponent = w if w_over is None or macs <= target_macs else w_over
     return float(ap) * (macs / target_macs) ** exponent
+
+
+@dataclass(frozen=True)
+class ResourceAwareReward:
+    """What the search controller feeds its searcher instead of the plain AP: `resource_aware_reward` of a trial.
+
+    Recorded in the study (``torchspine search start --target-macs``), so a restarted controller cannot silently
+    change the objective.
+
+    Attributes:
+        target_macs: the compute budget in multiply-adds of the proxy network (positive).
+        w: exponent (MnasNet: -0.07).
+        w_over: exponent beyond the budget (None: `w`).
+    """
+
+    target_macs: float
+    w: float = -0.07
+    w_over: float | None = None
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.target_macs) or self.target_macs <= 0:
+            raise ValueError(f"target_macs={self.target_macs!r} must be a positive number")
+        for name in ("w", "w_over"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name}={value!r} must be a finite number")
+
+    def __call__(self, ap: float, macs: float) -> float:
+        return resource_aware_reward(ap, macs, self.target_macs, self.w, self.w_over)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResourceAwareReward | None:
+        """The reward recorded as `to_dict` (None for an empty mapping: plain AP)."""
+        return cls(**data) if data else None

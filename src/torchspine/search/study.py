@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -186,6 +186,8 @@ class SearchMeta:
         searcher: the searcher's name.
         searcher_options: options given to ``create_searcher``.
         output_dir: the controller's run directory (workers put trial directories under it by default).
+        reward: ``ResourceAwareReward.to_dict()`` when the searcher is fed a resource-aware reward; empty for the
+            plain AP.
         torchspine_version: the version that created the study.
     """
 
@@ -197,6 +199,7 @@ class SearchMeta:
     searcher: str
     searcher_options: Mapping[str, Any]
     output_dir: str
+    reward: Mapping[str, Any] = field(default_factory=dict)
     torchspine_version: str = __version__
 
     def to_json(self) -> dict[str, Any]:
@@ -204,6 +207,7 @@ class SearchMeta:
         data["overrides"] = list(self.overrides)
         data["space"] = dict(self.space)
         data["searcher_options"] = dict(self.searcher_options)
+        data["reward"] = dict(self.reward)
         data["format"] = META_FORMAT
         return data
 
@@ -219,6 +223,7 @@ class SearchMeta:
                 searcher=data["searcher"],
                 searcher_options=data.get("searcher_options", {}),
                 output_dir=data["output_dir"],
+                reward=data.get("reward", {}),
                 torchspine_version=data["torchspine_version"],
             )
         except (KeyError, TypeError) as err:
@@ -272,7 +277,7 @@ def check_meta(study: str, recorded: SearchMeta, current: SearchMeta, *, control
     """Raise `SearchStoreError` naming every field where `current` differs from what the study recorded."""
     fields = ["space_fingerprint", "experiment", "overrides", "config_hash"]
     if controller:
-        fields += ["searcher", "searcher_options", "output_dir"]
+        fields += ["searcher", "searcher_options", "reward", "output_dir"]
     diffs = [
         f"{f}: study has {getattr(recorded, f)!r}, this run has {getattr(current, f)!r}"
         for f in fields
@@ -281,8 +286,8 @@ def check_meta(study: str, recorded: SearchMeta, current: SearchMeta, *, control
     if diffs:
         raise SearchStoreError(
             f"study {study!r} was created by a different search ({'; '.join(diffs)}). Use a new --study name, "
-            "or the same space, experiment, --set overrides, searcher and --output-dir (and the same torchspine "
-            f"code: the study was created by torchspine {recorded.torchspine_version})."
+            "or the same space, experiment, --set overrides, searcher, reward and --output-dir (and the same "
+            f"torchspine code: the study was created by torchspine {recorded.torchspine_version})."
         )
 
 
@@ -309,7 +314,10 @@ def failure_of(trial: FrozenTrial) -> str:
 
 
 def reward_of(trial: FrozenTrial) -> float | None:
-    """The reward fed to the searcher: the value of a COMPLETE trial, 0.0 for a diverged one, else None."""
+    """A trial's reward: the value (AP) of a COMPLETE trial, 0.0 for a diverged one, else None.
+
+    With a resource-aware reward the controller feeds the searcher ``ResourceAwareReward(value, macs)`` instead.
+    """
     if trial.state == TrialState.COMPLETE:
         return float(trial.value) if trial.value is not None else None
     if failure_of(trial) == "diverged":

@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from torchspine.errors import UsageError
+
 
 @dataclass(frozen=True)
 class SearchSummary:
@@ -108,7 +110,7 @@ def top_architectures(records: Sequence[Mapping[str, Any]], k: int) -> list[Mapp
     Duplicates share their original's reward, so each architecture appears once, under its first trial.
     """
     if k < 1:
-        raise ValueError(f"--top must be >= 1, got {k}")
+        raise UsageError(f"--top must be >= 1, got {k}")
     best: dict[str, Mapping[str, Any]] = {}
     for r in records:
         if r["state"] != "COMPLETE" or r.get("reward") is None:

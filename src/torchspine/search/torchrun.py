@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,18 +69,9 @@ def lead(worker: Any, should_stop: Callable[[], bool], group: Any) -> int:
 
     worker.run_trial = announce_and_run
     try:
-        while not should_stop() and not worker.interrupted:
-            if worker.settings.max_trials is not None and worker.ran >= worker.settings.max_trials:
-                break
-            if worker.step():
-                continue
-            if worker.settings.exit_when_idle or worker.finished():
-                break
-            time.sleep(worker.settings.poll_interval)
-            broadcast_json({"cmd": "idle"}, group)
+        return worker.run(should_stop, on_idle=lambda: broadcast_json({"cmd": "idle"}, group))
     finally:
         broadcast_json({"cmd": "exit"}, group)
-    return worker.ran
 
 
 def follow(runner: Callable[[Any], Any], make_task: Callable[..., Any], group: Any) -> int:

@@ -113,7 +113,15 @@ class Heartbeat:
             try:
                 self.storage.set_trial_user_attr(self.trial_id, "heartbeat", time.time())
             except UpdateFinishedTrialError:
-                return  # the controller declared the trial stale; the result will be dropped
+                # The controller declared the trial stale (heartbeats slower than its grace period). The runner cannot
+                # be stopped from here, so its retry may start in the same trial directory while this one still
+                # trains; this result will be dropped.
+                logger.warning(
+                    "trial id %d was declared stale while it runs; its result will be dropped (raise the "
+                    "controller's --stale-after or lower --heartbeat)",
+                    self.trial_id,
+                )
+                return
             except Exception as err:  # a store hiccup must not kill the trial; the next beat retries
                 logger.warning("heartbeat for trial id %d failed: %s", self.trial_id, err)
 
@@ -181,8 +189,13 @@ class Worker:
         self.ran += 1
         return True
 
-    def run(self, should_stop: Callable[[], bool]) -> int:
-        """Run trials until the study is finished, ``max_trials`` were run or `should_stop()`; returns the count."""
+    def run(self, should_stop: Callable[[], bool], on_idle: Callable[[], None] | None = None) -> int:
+        """Run trials until the study is finished, ``max_trials`` were run or `should_stop()`; returns the count.
+
+        Args:
+            should_stop: polled between trials and while waiting (e.g. a `GracefulExit` flag).
+            on_idle: called after each wait for work (a ``torchrun`` worker keeps its other ranks alive with it).
+        """
         logger.info("worker %s joined (device %s, runs in %s)", self.name, self.settings.device, self.run_dir)
         transient, errors = transient_store_errors(), 0
         while not should_stop() and not self.interrupted:
@@ -203,6 +216,8 @@ class Worker:
             deadline = time.monotonic() + self.settings.poll_interval
             while not should_stop() and (left := deadline - time.monotonic()) > 0:
                 time.sleep(min(left, 0.2))
+            if on_idle is not None:
+                on_idle()
         logger.info("worker %s leaves after %d trials", self.name, self.ran)
         return self.ran
 
@@ -230,6 +245,9 @@ class Worker:
                     device=self.settings.device,
                 )
                 outcome = self.runner(task)
+                # Inside the try: an outcome the worker cannot record (a runner bug) fails the trial with its reason
+                # instead of leaving it RUNNING until the controller declares it stale.
+                state, value, result = outcome_result(outcome)
         except BaseException as err:
             excerpt = traceback.format_exc()[-TRACEBACK_CHARS:]
             reason = f"{type(err).__name__}: {err}"[:300]
@@ -244,26 +262,11 @@ class Worker:
                 # checkpoint and stopped: the signal was meant for this worker, so leave after recording the trial.
                 self.interrupted = True
             return
-        reward = float(outcome.reward)
-        status = outcome.status
-        reason = outcome.reason
-        if status == "complete" and not math.isfinite(reward):
-            status, reason = "diverged", f"non-finite reward {reward}"
-        result: dict[str, Any] = {
-            "macs": float(outcome.macs),
-            "params": int(outcome.params),
-            "metrics": {k: float(v) for k, v in dict(outcome.metrics).items() if math.isfinite(float(v))},
-            "train_seconds": round(float(outcome.train_seconds), 3),
-        }
-        if status == "complete":
-            self._finish(trial, TrialState.COMPLETE, reward, result)
-            logger.info("trial %d complete: reward %.4f", trial.number, reward)
-        elif status == "diverged":
-            result.update(failure="diverged", reason=reason or "diverged", reward=0.0)
-            self._finish(trial, TrialState.FAIL, None, result)
-            logger.info("trial %d diverged: %s", trial.number, reason)
+        self._finish(trial, state, value, result)
+        if state == TrialState.COMPLETE:
+            logger.info("trial %d complete: reward %.4f", trial.number, value)
         else:
-            raise ValueError(f"trial runner returned status {status!r}; expected 'complete' or 'diverged'")
+            logger.info("trial %d diverged: %s", trial.number, result["reason"])
 
     def _finish(self, trial: FrozenTrial, state: TrialState, value: float | None, attrs: dict[str, Any]) -> None:
         tid = trial._trial_id
@@ -278,3 +281,30 @@ class Worker:
                 "period?); its retry will redo it",
                 trial.number,
             )
+
+
+def outcome_result(outcome: Any) -> tuple[TrialState, float | None, dict[str, Any]]:
+    """The state, value and user attributes that record a runner's `TrialOutcome`.
+
+    A "complete" outcome with a non-finite reward is recorded as diverged (reward 0 for the searcher).
+
+    Raises:
+        ValueError: a status other than ``"complete"`` or ``"diverged"``.
+    """
+    reward = float(outcome.reward)
+    status = outcome.status
+    reason = outcome.reason
+    if status not in ("complete", "diverged"):
+        raise ValueError(f"trial runner returned status {status!r}; expected 'complete' or 'diverged'")
+    if status == "complete" and not math.isfinite(reward):
+        status, reason = "diverged", f"non-finite reward {reward}"
+    result: dict[str, Any] = {
+        "macs": float(outcome.macs),
+        "params": int(outcome.params),
+        "metrics": {k: float(v) for k, v in dict(outcome.metrics).items() if math.isfinite(float(v))},
+        "train_seconds": round(float(outcome.train_seconds), 3),
+    }
+    if status == "complete":
+        return TrialState.COMPLETE, reward, result
+    result.update(failure="diverged", reason=reason or "diverged", reward=0.0)
+    return TrialState.FAIL, None, result

@@ -150,24 +150,24 @@ class PPOController:
         temperature: float = 1.0,
         tanh_constant: float | None = None,
     ) -> None:
+        # (value, valid?) per option; the error names the bad ones with their values.
         checks = {
-            "lr": lr > 0,
-            "hidden": hidden >= 1,
-            "entropy_weight": entropy_weight >= 0,
-            "baseline_decay": 0 <= baseline_decay < 1,
-            "clip": clip > 0,
-            "epochs": epochs >= 1,
-            "update_batch": update_batch >= 1,
-            "max_staleness": max_staleness >= 0,
-            "grad_clip": grad_clip is None or grad_clip > 0,
-            "init_range": init_range > 0,
-            "temperature": temperature > 0,
-            "tanh_constant": tanh_constant is None or tanh_constant > 0,
+            "lr": (lr, lr > 0),
+            "hidden": (hidden, hidden >= 1),
+            "entropy_weight": (entropy_weight, entropy_weight >= 0),
+            "baseline_decay": (baseline_decay, 0 <= baseline_decay < 1),
+            "clip": (clip, clip > 0),
+            "epochs": (epochs, epochs >= 1),
+            "update_batch": (update_batch, update_batch >= 1),
+            "max_staleness": (max_staleness, max_staleness >= 0),
+            "grad_clip": (grad_clip, grad_clip is None or grad_clip > 0),
+            "init_range": (init_range, init_range > 0),
+            "temperature": (temperature, temperature > 0),
+            "tanh_constant": (tanh_constant, tanh_constant is None or tanh_constant > 0),
         }
-        bad = [name for name, ok in checks.items() if not ok]
+        bad = {name: value for name, (value, ok) in checks.items() if not ok}
         if bad:
-            values = {name: locals()[name] for name in bad}
-            raise ValueError(f"PPOController: invalid option(s) {values}")
+            raise ValueError(f"PPOController: invalid option(s) {bad}")
         self.space = space
         self.lr = lr
         self.entropy_weight = entropy_weight
