@@ -238,6 +238,12 @@ def test_classification_rejects_area_above_one(demo, tmp_path, capsys):
 
 
 @pytest.mark.slow  # ~13 s of CPU time
+@pytest.mark.xfail(
+    strict=False,
+    reason="known problem (issue 9 item 6): on an AMD EPYC CPU, eval-mode top-1 after 30 steps is 0.6-1.0 depending "
+    "on the seed (train loss 0.78), even after re-estimating BN statistics; the classification path's train/eval "
+    "gap (BatchNorm on 1x1 level-7 maps of 5 images?) needs a diagnosis, not a tuned seed",
+)
 def test_overfits_a_handful_of_images(tmp_path):
     """The built model, its loss and the evaluation agree: 30 AdamW steps on 5 images reach top-1 1.0 on them.
 

@@ -114,9 +114,12 @@ def _torch_twin(config: dict, **model_args) -> torchspine.SpineNet:
 def _check_model_garden(config: dict, tmp_path, expected_outputs: dict | None = None) -> dict[str, float]:
     dump = run_model_garden(config, tmp_path)
     official = {k[len("out/") :]: v for k, v in dump.items() if k.startswith("out/")}
-    if expected_outputs is not None:  # the official model restored from the fixture reproduces it exactly
+    if expected_outputs is not None:  # the official model restored from the fixture reproduces its outputs
+        # Not bit for bit: TF's oneDNN kernels depend on the CPU (the same TF 2.20 / numpy build differed by
+        # 4e-5 on values ~1 on another CPU of this machine kind), so the parity criterion below applies here too.
         for key, value in official.items():
-            np.testing.assert_array_equal(value, expected_outputs[key])
+            scale = float(np.abs(expected_outputs[key]).max())
+            np.testing.assert_allclose(value, expected_outputs[key], rtol=0, atol=1e-4 * scale, err_msg=key)
     model = _torch_twin(config)
     model.load_state_dict(mg_state_dict(model, dump), strict=False)
     # Every parameter and BN statistic came from TF: the numbers of arrays agree.
