@@ -297,7 +297,15 @@ def test_1000_random_samples_build_and_run():
     """
     import torch
 
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many tiny models: threads only add overhead; restored below for later tests
+    try:
+        _build_and_run_samples()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build_and_run_samples() -> None:
     space = SearchSpace()
     rng = random.Random(2026)
     failures = []
