@@ -50,7 +50,7 @@ def _retinanet_rows() -> list[tuple[str, int, dict, float, float]]:
     rows = []
     for name, d in BACKBONES.items():
         if d.retinanet.params is not None and d.retinanet.macs is not None:
-            # The 49S reference is the released model's, with 256-d endpoints (reference spinenet.md §1.9, §4.4).
+            # The 49S reference is the released model's, with 256-d endpoints (tensorflow/tpu SpineNet-49S checkpoint).
             overrides = {"endpoints_num_filters": 256} if name == "spinenet49s" else {}
             rows.append((name, d.image_size, overrides, d.retinanet.params, d.retinanet.macs))
     return rows + EXTRA_RETINANET_ROWS
@@ -80,7 +80,7 @@ def profile_rows(tasks: list[str], pattern: str = "*") -> list[ProfileRow]:
             c = measure(lambda n=name: create_model(n), (info.image_size, info.image_size))
             rows.append(ProfileRow("backbone", name, info.image_size, c.params, c.macs, info.params, info.macs))
             if name == "spinenet49s":
-                # The released tensorflow/tpu 49S detector has 256-d endpoints (reference spinenet.md §1.9, §4.4).
+                # The released tensorflow/tpu 49S detector has 256-d endpoints (its checkpoint's endpoint convs).
                 c = measure(lambda n=name: create_model(n, endpoints_num_filters=256), (info.image_size,) * 2)
                 rows.append(
                     ProfileRow(

@@ -1,11 +1,11 @@
 """Named experiments: the paper's training recipes as `ExperimentCfg` factories.
 
 Du et al., "SpineNet: Learning Scale-Permuted Backbone for Recognition and Localization", CVPR 2020 (arXiv
-1912.05027), §5.1 protocols A/B/C; the values come from the official configs as summarised in
-``shared/reference/spinenet.md`` §4.1-§4.3 and §6.3 (tensorflow/tpu ``configs/spinenet/*.yaml`` and TF Model Garden
-``official/vision`` experiment YAMLs, Apache-2.0). Every factory derives from a base with `derive`, so an experiment
-reads as its difference from the recipe it belongs to. Values that the reference does not confirm are marked
-``UNVERIFIED``.
+1912.05027), §5.1 protocols A/B/C; the values come from the official configs (tensorflow/tpu
+``models/official/detection/configs/spinenet/*.yaml`` and TF Model Garden ``official/vision`` experiment YAMLs,
+Apache-2.0). Every factory derives from a base with `derive`, so an experiment
+reads as its difference from the recipe it belongs to. Values that no official config confirms are
+marked ``UNVERIFIED``.
 
 Step counts are converted to epochs here, once: the official detection recipes train at batch 256 with 463 steps per
 COCO epoch (231,500 steps = 500 epochs), so their 2000-step warm-up is 2000 / 463 ~ 4.32 epochs.

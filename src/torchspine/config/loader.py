@@ -1,6 +1,6 @@
 """Resolve a run's configuration: registered experiment -> YAML files -> ``--set`` overrides -> `validate`.
 
-The order is fixed and the same for every command (STYLE.md §1 rule 6, §8), after TF Model Garden's
+The order is fixed and the same for every command, after TF Model Garden's
 ``parse_configuration`` and detectron2's ``apply_overrides``:
 
 1. the registered experiment (`torchspine.config.experiments`);

@@ -1,6 +1,6 @@
 """The typed schema of a training run: frozen dataclasses, one per concern, nested in `ExperimentCfg`.
 
-Design (STYLE.md §8): only scalars, tuples and nested dataclasses, so that every key can be type-checked when a YAML
+Design: only scalars, tuples and nested dataclasses, so that every key can be type-checked when a YAML
 file or a ``--set`` override names it, a resolved config dumps to plain YAML, and ``dataclasses.asdict(cfg)`` (stored
 in every checkpoint) reloads to an equal object. There is deliberately no ``dict[str, Any]`` escape hatch: a key the
 schema does not know is a typo until proven otherwise.
