@@ -8,7 +8,7 @@ import pytest
 
 from torchspine.cli.main import main
 
-# Official backbone multiply-adds (reference spinenet.md §1.9) that the issue requires within 1 %.
+# Official backbone multiply-adds (published with the official code) that the issue requires within 1 %.
 REQUIRED_MACS = {"spinenet49": 28.26e9, "spinenet96": 119.05e9, "spinenet143": 295.26e9, "spinenet190": 620.98e9}
 
 

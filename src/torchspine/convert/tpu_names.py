@@ -3,7 +3,7 @@
 tensorflow/tpu builds its graph with ``tf.layers`` in ``tf.compat.v1`` variable scopes, so a variable's name is
 fixed by the order in which convolutions are created within a scope (``conv2d``, ``conv2d_1``, ...), each followed
 by exactly one batch norm with the same suffix (``batch_normalization_k``). The rules (reference
-``spinenet.md`` §4.4a, Appendix B; verified against the fixtures written by the official code):
+tensorflow/tpu variable names; verified against the fixtures written by the official code):
 
 * ``spinenet/``: the stem 7x7 conv, then the stem bottleneck groups (projection shortcut first, then conv1..3,
   for every repeat), then the endpoint 1x1 convs, ascending level.

@@ -11,7 +11,7 @@ training step instead of hours into a run. Problems fall into two groups:
   image are clipped; boxes entirely outside are dropped; polygons with fewer than 3 points are dropped, and an
   annotation left with no polygon is dropped with its box, so the box and mask sets never disagree.
 
-Conventions (reference spinenet.md §4.1):
+Conventions (as the official input parsers):
 
 * ``labels`` are the category ids **as written** in the JSON, not remapped to 0..K-1: the official SpineNet COCO
   detectors have 91 class outputs indexed by COCO category id, with 0 (background) never used. Category id 0 is
@@ -22,7 +22,7 @@ Conventions (reference spinenet.md §4.1):
 * Repairs apply to the served targets only: :attr:`CocoDetection.coco` (the evaluation ground truth) keeps the
   file's boxes as written, so AP is comparable with the official COCO evaluation.
 
-This is the only module besides the evaluation engine that imports ``pycocotools`` (STYLE.md §3).
+This is the only module besides the evaluation engine that imports ``pycocotools``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The SpineNet detection input pipeline (scale jitter, random crop, horizontal flip) on ``(image, target)`` pairs.
 
 Follows the official pipeline (TF Model Garden ``preprocess_ops.resize_and_crop_image`` / ``resize_and_crop_boxes``;
-reference spinenet.md §4.1): the long side is resized to ``image_size * s`` with ``s ~ U(scale_range)``, a window
+official input parsers): the long side is resized to ``image_size * s`` with ``s ~ U(scale_range)``, a window
 of at most ``image_size x image_size`` is cropped at a uniformly random offset, boxes follow the same scale and
 shift, are clipped to the window, and boxes left with no area are removed together with their labels, masks and
 crowd flags. Two deliberate differences from TF:

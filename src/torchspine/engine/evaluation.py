@@ -16,7 +16,7 @@ depart from calling pycocotools naively, both on purpose:
   the instance area and sorts detections into small/medium/large by their boxes instead of their masks (the same
   choice detectron2's COCO evaluator makes).
 
-Per the dependency rules (STYLE.md §3) this module and ``data/coco.py`` are the only importers of pycocotools;
+By the package layering this module and ``data/coco.py`` are the only importers of pycocotools;
 ``encode_masks`` is public so that ``engine/predict.py`` can write RLE without importing pycocotools itself.
 """
 

@@ -4,7 +4,7 @@ Du et al., "SpineNet" (CVPR 2020, arXiv 1912.05027) §4.2: every sampled archite
 (SpineNet-49's layout at reduced widths, 512 px, 5 epochs of COCO train2017) and rewarded with its AP on 7,392
 held-out training images. Here the proxy is a registered experiment (``search_proxy_spinenet49`` for the paper's,
 ``search_demo`` for a CPU-sized one), so a trial is exactly a ``torchspine train`` run with one more override,
-``model.backbone_spec``; the searched model and the retrained winner are built by the same code (STYLE.md rule 8).
+``model.backbone_spec``; the searched model and the retrained winner are built by the same code.
 
 What a trial folder holds (``task.output_dir``): ``spec.json`` (the architecture as block rows, the file
 ``torchspine train --set model.backbone_spec=FILE`` reads), the run's ``config.yaml``, ``holdout_ids.json``,

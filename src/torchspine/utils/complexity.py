@@ -1,6 +1,6 @@
 """Parameter and multiply-add (MAC) counts, measured on the meta device (no memory, no compute).
 
-The paper's "FLOPs" are multiply-adds of convolutions and matrix products (reference ``spinenet.md`` §1.9):
+The paper's "FLOPs" are multiply-adds of convolutions and matrix products (as the official param/FLOPs counts):
 ``torch.utils.flop_counter.FlopCounterMode`` counts ``2 * MACs`` for those ops and nothing for element-wise ops
 (BatchNorm, activations, additions, pooling, resizing), so MACs are its total divided by two.
 """

@@ -1,7 +1,7 @@
 """Mask R-CNN with a SpineNet (or ResNet-FPN) backbone, composed from torchvision's ``MaskRCNN``.
 
 Du et al., 2020, §4.2; official code: tensorflow/tpu ``maskrcnn_config.py`` + ``configs/spinenet/*_mrcnn.yaml``
-and Model Garden ``maskrcnn_model.py`` (Apache-2.0), as summarised in the reference (spinenet.md §4.2):
+and Model Garden ``maskrcnn_model.py`` (Apache-2.0):
 
 * RPN: one 3x3 conv (head width) shared across levels with a BatchNorm per level, then 1x1 objectness and box
   predictors;
