@@ -20,7 +20,7 @@ def _meta_model(name: str, **kw) -> torchspine.SpineNet:
 
 @pytest.mark.parametrize("name", OFFICIAL_MODELS)
 def test_params_equal_official(name):
-    # Official counts measured on the TF implementations (reference spinenet.md §1.9, §3).
+    # Official counts measured on the TF implementations (tensorflow/tpu and Model Garden).
     assert count_params(_meta_model(name)) == torchspine.variant_info(name).params
 
 
