@@ -224,11 +224,11 @@ def train_experiment(
     )
     steps_per_epoch = max(1, len(sampler) // micro_batch // cfg.train.grad_accum_steps)
     optimizer = build_optimizer(cfg.optim, model, cfg.train.global_batch_size)
-    scheduler, total_steps = build_schedule(cfg.schedule, optimizer, steps_per_epoch)
+    scheduler, total_steps = build_schedule(cfg.schedule, optimizer, steps_per_epoch, cfg.train.global_batch_size)
     max_steps = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)  # convolutions then run NHWC on their inputs too
-    model = wrap_model(model, dist_info, device)
+    model = wrap_model(model, dist_info, device, sync_bn=cfg.train.sync_bn)
     inner = getattr(model, "module", model)
     stop = GracefulExit()
     classifying = cfg.model.task == "classification"

@@ -169,9 +169,10 @@ def build_mask_rcnn(
     d = backbone_defaults(backbone if isinstance(backbone, str) else "custom").mask_rcnn
     if isinstance(backbone, str):
         if backbone in RESNET_FPN_BACKBONES:
-            if backbone_args:
-                raise UsageError(f"backbone_args {sorted(backbone_args)} do not apply to {backbone}")
-            backbone = ResNetFPN(backbone)
+            extra = sorted(set(backbone_args or {}) - {"norm_eps", "norm_momentum"})
+            if extra:
+                raise UsageError(f"backbone_args {extra} do not apply to {backbone} (only norm_eps, norm_momentum)")
+            backbone = ResNetFPN(backbone, **(backbone_args or {}))
         else:
             backbone = create_model(backbone, **(backbone_args or {}))
     act = act or getattr(backbone, "act_name", "relu")
