@@ -65,3 +65,18 @@ def test_protocol_a_keeps_the_epoch_view() -> None:
     assert total == 250 * 462
     assert scheduler.lr_lambdas[0](220 * 462 - 1) == pytest.approx(1.0)
     assert scheduler.lr_lambdas[0](220 * 462) == pytest.approx(0.1)
+
+
+def test_resnet_fpn_model_file_keeps_the_recipe_batchnorm() -> None:
+    # What a run exports must rebuild with the BatchNorm it trained with (the file records it as numerics).
+    from torchspine.engine.export import describe_model
+    from torchspine.loading import build_from_file
+    from torchspine.modelfile import ModelFile
+
+    cfg = get_experiment("retinanet_resnet50_fpn_protocol_b")
+    with torch.device("meta"):
+        trained = build_model(cfg.model, 91)
+        info, _ = describe_model(trained, variant=cfg.model.backbone)
+        rebuilt = build_from_file(ModelFile.from_json(info.to_json()), "model.safetensors")
+    norms = [m for m in rebuilt.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(m.eps == 1e-4 and m.momentum == pytest.approx(0.003) for m in norms)

@@ -48,7 +48,9 @@ class ModelCfg:
         image_size: square training/eval input side. Detection pads to a multiple of ``2**max_level``, so it must be
             one; classification (224 in the paper) is exempt.
         act: activation of backbone and head (``relu``, ``swish``, ``hard_swish``); None keeps the variant's default.
-        drop_path_rate: stochastic depth ("drop connect" in TF) of the last block; earlier blocks get less.
+        drop_path_rate: initial stochastic-depth rate ("drop connect" in TF): block i (1-based) drops with
+            ``rate * i / N``, N being the block count of the `semantics`' official table (15 for tensorflow/tpu, 16
+            for Model Garden; `torchspine.models.spinenet.drop_path_blocks`).
         norm_momentum: BatchNorm momentum in the PyTorch convention (TF 0.99 == 0.01 here).
         norm_eps: BatchNorm epsilon; None keeps the model's default (1e-3, the TF value).
         semantics: which official implementation's numerics (padding, pooling) to reproduce; matters for
