@@ -80,3 +80,18 @@ def test_resnet_fpn_model_file_keeps_the_recipe_batchnorm() -> None:
         rebuilt = build_from_file(ModelFile.from_json(info.to_json()), "model.safetensors")
     norms = [m for m in rebuilt.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(m.eps == 1e-4 and m.momentum == pytest.approx(0.003) for m in norms)
+
+
+def test_train_list_prints_each_experiment_with_its_provenance(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchspine.cli.main import main
+
+    assert main(["train", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_experiments()
+    by_name = {line.split()[0]: line.split(maxsplit=1)[1] for line in lines}
+    assert by_name["retinanet_spinenet49_protocol_c"].startswith(
+        "tensorflow/tpu models/official/detection/configs/spinenet/spinenet49_retinanet.yaml:"
+    )
+    assert by_name["retinanet_spinenet49_mg_gpu"].startswith("tensorflow/models official/vision/configs/experiments/")
+    assert by_name["retinanet_spinenet49_896_protocol_c"].startswith("paper Table 2")
+    assert by_name["retinanet_resnet50_fpn_protocol_b"].startswith("derived: ")
