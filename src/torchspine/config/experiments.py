@@ -243,7 +243,9 @@ for _backbone in ("resnet50_fpn", "resnet101_fpn", "resnet152_fpn"):
 # Model Garden coco_spinenet{49,96,143,190}_tpu.yaml (the recipes behind the Model Garden checkpoints): LR 0.32,
 # 231,000 steps, boundaries 219,450 / 226,380, scale 0.1-2.0, stochastic depth 0.2, BN 0.99/1e-3; gradient clipping
 # only in the 143 file. The 49/96/143 files live in official/vision/beta/configs/experiments/retinanet/ in older
-# releases.
+# releases. That clip is the task's gradient_clip_norm, which the beta RetinaNetTask.train_step applies to each
+# replica's gradient of loss / num_replicas before apply_gradients all-reduces it: tensorflow/tpu's per-replica
+# semantics. (tf-models-official 2.20's RetinaNetTask no longer has the field.)
 _MG_RETINANET = {
     "spinenet49": ("experiments/retinanet/coco_spinenet49_tpu.yaml", None),
     "spinenet96": ("experiments/retinanet/coco_spinenet96_tpu.yaml", None),
