@@ -188,7 +188,8 @@ def _mobile_recipe(backbone: str) -> ExperimentCfg:
             "semantics": "model_garden",
         },
         data={"scale_min": 0.5, "scale_max": 2.0},
-        optim={"lr_per_256": lr, "weight_decay": 3e-5, "clip_grad_norm": None},
+        # Model Garden clips (when a recipe sets global_clipnorm) the all-reduced gradient: "global".
+        optim={"lr_per_256": lr, "weight_decay": 3e-5, "clip_grad_norm": None, "clip_mode": "global"},
         schedule=_step_schedule(600.0, lr, 2000 / 462),
     )
 

@@ -28,6 +28,7 @@ Task = Literal["retinanet", "maskrcnn", "classification"]
 Semantics = Literal["tpu", "model_garden"]
 Optimizer = Literal["sgd", "adamw"]
 ScheduleType = Literal["step", "cosine"]
+ClipMode = Literal["per_replica", "global"]
 Amp = Literal["none", "bf16", "fp16"]
 
 # Names accepted for `ModelCfg.backbone` besides the registered SpineNet variants (`torchspine.list_models`).
@@ -143,6 +144,10 @@ class OptimCfg:
             the same as PyTorch SGD's ``weight_decay``) to conv/dense kernels only, so the trainer should exclude
             norm parameters and biases.
         clip_grad_norm: global gradient-norm clip; None disables clipping.
+        clip_mode: what is clipped under data parallelism: ``per_replica`` (tensorflow/tpu, the default: each
+            process's local gradient divided by the process count, before the all-reduce; with many processes it
+            rarely fires) or ``global`` (Model Garden's ``global_clipnorm``: the averaged gradient). Identical in a
+            single process. SGD's weight decay is clipped with the gradient in both (TF's L2 loss term).
     """
 
     optimizer: Optimizer = "sgd"
@@ -150,6 +155,7 @@ class OptimCfg:
     momentum: float = 0.9
     weight_decay: float = 4e-5
     clip_grad_norm: float | None = 10.0
+    clip_mode: ClipMode = "per_replica"
 
 
 @dataclass(frozen=True)
