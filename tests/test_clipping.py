@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from torchspine.config import get_experiment
 from torchspine.engine.clipping import GradientClipper
 from torchspine.engine.distributed import DistInfo, wrap_model
 from torchspine.engine.trainer import ResumableSampler, Trainer
@@ -203,3 +204,11 @@ def test_clipper_rejects_bad_arguments():
         GradientClipper(0.0)
     with pytest.raises(ValueError, match="mode"):
         GradientClipper(1.0, "local")  # type: ignore[arg-type]
+
+
+def test_recipes_clip_with_their_code_base_semantics():
+    # tensorflow/tpu RetinaNet recipes (base_model.py: clip the local gradient before cross_replica_sum).
+    tpu = get_experiment("retinanet_spinenet49_protocol_c").optim
+    assert (tpu.clip_grad_norm, tpu.clip_mode) == (10.0, "per_replica")
+    # Model Garden recipes: the optimizer's global_clipnorm acts on the aggregated gradient.
+    assert get_experiment("retinanet_spinenet49_mobile").optim.clip_mode == "global"

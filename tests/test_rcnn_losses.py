@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork
 
+from torchspine.config import ConfigError, load_config
+from torchspine.engine.build import build_model
 from torchspine.engine.export import describe_model, export_model
 from torchspine.loading import load_model
 from torchspine.models.detection.mask_rcnn import build_mask_rcnn
@@ -23,6 +27,7 @@ from torchspine.models.detection.rcnn_losses import (
     rpn_box_loss,
     rpn_score_loss,
 )
+from torchspine.variants import backbone_defaults
 
 INF = float("inf")
 
@@ -184,3 +189,24 @@ def test_rpn_head_depth_is_configurable_and_recorded(tmp_path: Path):
     loaded = load_model(path)
     assert loaded.rpn.head.num_convs == 3
     torch.testing.assert_close(loaded.rpn.head.more_convs[1].weight, head.more_convs[1].weight)
+
+
+def test_loss_style_is_a_config_switch_for_mask_rcnn_only():
+    cfg = load_config("maskrcnn_spinenet49", overrides=["model.backbone=test_spinenet", "model.image_size=128"])
+    assert cfg.model.loss_style == "tpu"
+    plain = load_config(
+        "maskrcnn_spinenet49",
+        overrides=["model.backbone=test_spinenet", "model.image_size=128", "model.loss_style=torchvision"],
+    )
+    model = build_model(plain.model, num_classes=4)
+    assert type(model.rpn) is RegionProposalNetwork and type(model.roi_heads) is RoIHeads
+    assert isinstance(build_model(cfg.model, num_classes=4).roi_heads, TPULossRoIHeads)
+    with pytest.raises(ConfigError, match=r"model\.loss_style: only applies to task=maskrcnn"):
+        load_config("retinanet_spinenet49_protocol_c", overrides=["model.loss_style=torchvision"])
+
+
+def test_spinenet190_mask_rcnn_has_the_official_seven_conv_rpn_head():
+    # tensorflow/tpu configs/spinenet/spinenet190_mrcnn.yaml: rpn_head num_convs 7, num_filters 384.
+    d = backbone_defaults("spinenet190").mask_rcnn
+    assert (d.rpn_num_convs, d.head_dim) == (7, 384)
+    assert backbone_defaults("spinenet49").mask_rcnn.rpn_num_convs == 1

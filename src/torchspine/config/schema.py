@@ -29,6 +29,7 @@ Semantics = Literal["tpu", "model_garden"]
 Optimizer = Literal["sgd", "adamw"]
 ScheduleType = Literal["step", "cosine"]
 ClipMode = Literal["per_replica", "global"]
+LossStyle = Literal["tpu", "torchvision"]
 Amp = Literal["none", "bf16", "fp16"]
 
 # Names accepted for `ModelCfg.backbone` besides the registered SpineNet variants (`torchspine.list_models`).
@@ -73,6 +74,9 @@ class ModelCfg:
         endpoints_num_filters: channels of SpineNet's P-level outputs; None keeps the variant's.
         head_num_filters: width of the detection head's conv tower; None keeps the backbone's paper default.
         head_num_convs: depth of the detection head's conv tower; None keeps the backbone's paper default.
+        loss_style: Mask R-CNN training losses: ``tpu`` (tensorflow/tpu ``modeling/losses.py``, the paper's: RPN
+            Huber 1/9 normalised per level, box-head Huber 1 over 4 x the foreground RoIs) or ``torchvision``
+            (torchvision's smooth-L1 losses over all sampled anchors / RoIs). Mask R-CNN only.
     """
 
     task: Task = "retinanet"
@@ -96,6 +100,7 @@ class ModelCfg:
     endpoints_num_filters: int | None = None
     head_num_filters: int | None = None
     head_num_convs: int | None = None
+    loss_style: LossStyle = "tpu"
 
 
 @dataclass(frozen=True)
