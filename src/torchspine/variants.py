@@ -188,6 +188,9 @@ BACKBONES: dict[str, BackboneDefaults] = {
         620.98e9,
         "blocks x4, widths x1.3, alpha 1.0, 512-d endpoints",
         RetinaNetDefaults(num_convs=7, num_filters=512, anchor_size=4.0, params=163_637_351, macs=1881.7e9),
+        # NOTE: rpn_num_convs 7 is spinenet190_mrcnn.yaml's rpn_head.num_convs; built that way the model has 176.2M
+        # parameters, while the model zoo's 168.2M is exactly what a 1-conv RPN head gives (168.20M): the published
+        # count (and possibly the released checkpoint) used the default one-conv RPN.
         MaskRCNNDefaults(
             1536, head_dim=384, num_convs=7, anchor_size=5.0, rpn_num_convs=7, params=168.2e6, macs=1685.7e9
         ),
