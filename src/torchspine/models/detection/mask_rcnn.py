@@ -100,8 +100,8 @@ class RPNHead(nn.Module):
 
     def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         logits, boxes = [], []
-        for level, x in enumerate(features):
-            t = self.act(self.norms[level](self.conv(x)))
+        for level, (x, norm) in enumerate(zip(features, self.norms, strict=True)):
+            t = self.act(norm(self.conv(x)))
             for conv, norms in zip(self.more_convs, self.more_norms, strict=True):
                 t = self.act(norms[level](conv(t)))
             logits.append(self.cls_logits(t))
