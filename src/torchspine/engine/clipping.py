@@ -39,7 +39,6 @@ all-reduce spreads to every process and the scaler then skips on all of them ali
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
 
@@ -102,21 +101,23 @@ class GradientClipper:
         grads = [p.grad for p in params]
         if not grads:
             return 0.0
-        # Local (per replica: divided by the world size, as CrossShardOptimizer's loss scaling does) or mean
-        # gradient, with SGD's L2 term, both in the gradients' (possibly loss-scaled) units.
+        # In place, .grad becomes the vector to clip: the local gradient (per replica: divided by the world size,
+        # as CrossShardOptimizer's loss scaling does) or the mean one, plus SGD's L2 term, both in the gradients'
+        # (possibly loss-scaled) units.
         share = 1.0 / self.world_size if self.reduces_gradients else 1.0
-        vectors = [
-            g * share + (wd * share * scale) * p.detach() if wd else g * share for g, p, wd in _zip(params, decays)
-        ]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v.float()) for v in vectors]))
+        l2 = [wd * share * scale for wd in decays]
+        for p, coef in zip(params, l2, strict=True):
+            p.grad.mul_(share)
+            if coef:
+                p.grad.add_(p.detach(), alpha=coef)
+        norm = torch.nn.utils.get_total_norm(grads)
         # tf.clip_by_global_norm: v * c / max(||v||, c). An inf/NaN norm gives NaN gradients (see module docstring).
-        factor = (self.max_norm * scale) / torch.maximum(norm, norm.new_tensor(self.max_norm * scale))
-        for (g, p, wd), v in zip(_zip(params, decays), vectors, strict=True):
-            # .grad = clipped vector minus the decay SGD adds in step() (this process's share of it).
-            clipped = v * factor.to(v.dtype)
-            if wd:
-                clipped = clipped - (wd * share * scale) * p.detach()
-            g.copy_(clipped)
+        threshold = self.max_norm * scale
+        factor = threshold / torch.maximum(norm, norm.new_tensor(threshold))
+        for p, coef in zip(params, l2, strict=True):
+            p.grad.mul_(factor.to(p.grad.dtype))
+            if coef:  # minus the decay SGD adds in step() (this process's share of it)
+                p.grad.sub_(p.detach(), alpha=coef)
         if self.reduces_gradients:
             _all_reduce_sum(grads)
         return float(norm) / scale
@@ -133,10 +134,6 @@ def _grads_and_decays(optimizer: torch.optim.Optimizer) -> tuple[list[nn.Paramet
                 params.append(p)
                 decays.append(float(group.get("weight_decay", 0.0)) if coupled else 0.0)
     return params, decays
-
-
-def _zip(params: list[nn.Parameter], decays: list[float]) -> Iterator[tuple[Tensor, nn.Parameter, float]]:
-    return ((p.grad, p, wd) for p, wd in zip(params, decays, strict=True))
 
 
 def _all_reduce_sum(grads: list[Tensor]) -> None:
