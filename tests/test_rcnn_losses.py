@@ -7,7 +7,6 @@ call into the code under test. Huber(x; d) = x**2 / 2 for |x| <= d, d * (|x| - d
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +15,6 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from torchspine.config import ConfigError, load_config
 from torchspine.engine.build import build_model
-from torchspine.engine.export import describe_model, export_model
-from torchspine.loading import load_model
 from torchspine.models.detection.mask_rcnn import build_mask_rcnn
 from torchspine.models.detection.rcnn_loss_heads import TPULossRoIHeads, TPULossRPN
 from torchspine.models.detection.rcnn_losses import (
@@ -27,7 +24,6 @@ from torchspine.models.detection.rcnn_losses import (
     rpn_box_loss,
     rpn_score_loss,
 )
-from torchspine.variants import backbone_defaults
 
 INF = float("inf")
 
@@ -174,23 +170,6 @@ def test_mask_rcnn_uses_the_official_losses_by_default():
         assert official[key] != pytest.approx(torchvision[key], rel=1e-2), key
 
 
-def test_rpn_head_depth_is_configurable_and_recorded(tmp_path: Path):
-    model = build_mask_rcnn("test_spinenet", num_classes=4, rpn_num_convs=3)
-    head, channels = model.rpn.head, model.rpn.head.conv.out_channels
-    assert head.num_convs == 3 and len(head.more_norms) == 2
-    levels = len(head.norms)
-    extra = 2 * (channels * channels * 9 + channels) + 2 * levels * 2 * channels  # 2 convs + their per-level BNs
-    single = build_mask_rcnn("test_spinenet", num_classes=4)
-    count = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in single.parameters())
-    assert count == extra
-    info, _ = describe_model(model, variant="test_spinenet")
-    assert info.head.rpn_num_convs == 3
-    path = export_model(model, tmp_path / "m.safetensors", variant="test_spinenet")
-    loaded = load_model(path)
-    assert loaded.rpn.head.num_convs == 3
-    torch.testing.assert_close(loaded.rpn.head.more_convs[1].weight, head.more_convs[1].weight)
-
-
 def test_loss_style_is_a_config_switch_for_mask_rcnn_only():
     cfg = load_config("maskrcnn_spinenet49", overrides=["model.backbone=test_spinenet", "model.image_size=128"])
     assert cfg.model.loss_style == "tpu"
@@ -203,10 +182,3 @@ def test_loss_style_is_a_config_switch_for_mask_rcnn_only():
     assert isinstance(build_model(cfg.model, num_classes=4).roi_heads, TPULossRoIHeads)
     with pytest.raises(ConfigError, match=r"model\.loss_style: only applies to task=maskrcnn"):
         load_config("retinanet_spinenet49_protocol_c", overrides=["model.loss_style=torchvision"])
-
-
-def test_spinenet190_mask_rcnn_has_the_official_seven_conv_rpn_head():
-    # tensorflow/tpu configs/spinenet/spinenet190_mrcnn.yaml: rpn_head num_convs 7, num_filters 384.
-    d = backbone_defaults("spinenet190").mask_rcnn
-    assert (d.rpn_num_convs, d.head_dim) == (7, 384)
-    assert backbone_defaults("spinenet49").mask_rcnn.rpn_num_convs == 1

@@ -216,5 +216,4 @@ def build_from_file(
         fc_dim=h.fc_dim,
         anchor_size=h.anchor_size,
         act=act,
-        rpn_num_convs=h.rpn_num_convs,
     )

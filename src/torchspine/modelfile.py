@@ -130,14 +130,12 @@ class MaskRCNNHeadInfo:
         num_convs: convs of the box and mask heads.
         fc_dim: width of the box head's FC.
         anchor_size: RPN anchor size in strides.
-        rpn_num_convs: shared convs of the RPN head (files written before it was recorded had 1).
     """
 
     head_dim: int
     num_convs: int
     fc_dim: int
     anchor_size: float
-    rpn_num_convs: int = 1
 
 
 HeadInfo = ClassifierHeadInfo | RetinaNetHeadInfo | MaskRCNNHeadInfo

@@ -105,7 +105,6 @@ def describe_model(
             num_convs=len(roi.box_head.convs),
             fc_dim=roi.box_head.fc.out_features,
             anchor_size=float(model.rpn.anchor_generator.anchor_size),
-            rpn_num_convs=model.rpn.head.num_convs,
         )
         info = ModelFile(
             "maskrcnn",

@@ -42,24 +42,10 @@ from torchspine.variants import backbone_defaults
 
 
 class RPNHead(nn.Module):
-    """``num_convs`` x (3x3 conv shared across levels + per-level BN + activation), then 1x1 objectness (A) and box
-    (4A) predictors: tensorflow/tpu ``heads.RpnHead``.
+    """Shared 3x3 conv + per-level BN + activation, then 1x1 objectness (A) and box (4A) predictors.
 
-    The convs have the head width (256; 128 for SpineNet-49S, 384 for 190), which is what reproduces the official
-    parameter counts. The official default is one conv; ``spinenet190_mrcnn.yaml`` sets ``rpn_head.num_convs: 7``.
-    The first conv and its per-level BNs keep the names ``conv`` / ``norms`` (TF ``rpn`` / ``rpn-l{level}-bn``);
-    the others are ``more_convs[i - 1]`` / ``more_norms[i - 1]`` (TF ``rpn-{i}`` / ``rpn-l{level}-bn-{i}``), so
-    one-conv weights files and converters are unaffected by the depth option.
-
-    Args:
-        in_channels: backbone output channels.
-        channels: conv width.
-        num_anchors: anchors per location (A).
-        num_levels: pyramid levels (one BN per level and conv).
-        num_convs: shared convs before the predictors (>= 1).
-        act: activation name.
-        norm_eps: BatchNorm epsilon.
-        norm_momentum: BatchNorm momentum (PyTorch convention).
+    The conv has the head width (256; 128 for SpineNet-49S, 384 for 190), which is what reproduces the official
+    parameter counts.
     """
 
     def __init__(
@@ -69,41 +55,26 @@ class RPNHead(nn.Module):
         num_anchors: int,
         num_levels: int,
         *,
-        num_convs: int = 1,
         act: str,
         norm_eps: float,
         norm_momentum: float,
     ) -> None:
         super().__init__()
-        if num_convs < 1:
-            raise ValueError(f"num_convs={num_convs}: the RPN head needs at least one conv")
-
-        def per_level_norms() -> nn.ModuleList:
-            return nn.ModuleList(
-                nn.BatchNorm2d(channels, eps=norm_eps, momentum=norm_momentum) for _ in range(num_levels)
-            )
-
         self.conv = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.norms = per_level_norms()
-        self.more_convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in range(num_convs - 1))
-        self.more_norms = nn.ModuleList(per_level_norms() for _ in range(num_convs - 1))
+        self.norms = nn.ModuleList(
+            nn.BatchNorm2d(channels, eps=norm_eps, momentum=norm_momentum) for _ in range(num_levels)
+        )
         self.act = get_act_layer(act)()
         self.cls_logits = nn.Conv2d(channels, num_anchors, 1)
         self.bbox_pred = nn.Conv2d(channels, 4 * num_anchors, 1)
-        for conv in (self.conv, *self.more_convs, self.cls_logits, self.bbox_pred):
+        for conv in (self.conv, self.cls_logits, self.bbox_pred):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
 
-    @property
-    def num_convs(self) -> int:
-        return 1 + len(self.more_convs)
-
     def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         logits, boxes = [], []
-        for level, (x, norm) in enumerate(zip(features, self.norms, strict=True)):
+        for x, norm in zip(features, self.norms, strict=True):
             t = self.act(norm(self.conv(x)))
-            for conv, norms in zip(self.more_convs, self.more_norms, strict=True):
-                t = self.act(norms[level](conv(t)))
             logits.append(self.cls_logits(t))
             boxes.append(self.bbox_pred(t))
         return logits, boxes
@@ -180,7 +151,6 @@ def build_mask_rcnn(
     fc_dim: int | None = None,
     anchor_size: float | None = None,
     act: str | None = None,
-    rpn_num_convs: int | None = None,
     loss_style: LossStyle = "tpu",
 ) -> MaskRCNN:
     """A Mask R-CNN as in the paper, following torchvision's detection API.
@@ -195,7 +165,6 @@ def build_mask_rcnn(
         fc_dim: width of the box head's FC (default: 1024; 512 for 49S).
         anchor_size: RPN anchor size in strides (default: 3; 5 for 190).
         act: head activation (default: the backbone's).
-        rpn_num_convs: shared convs of the RPN head (default: 1; 7 for 190, as ``spinenet190_mrcnn.yaml``).
         loss_style: training losses: ``"tpu"`` (tensorflow/tpu ``modeling/losses.py``, the paper's) or
             ``"torchvision"`` (torchvision's ``MaskRCNN`` losses). Inference is the same.
 
@@ -222,7 +191,6 @@ def build_mask_rcnn(
         head_dim,
         anchors.num_anchors_per_location()[0],
         len(levels),
-        num_convs=rpn_num_convs or d.rpn_num_convs,
         act=act,
         norm_eps=eps,
         norm_momentum=momentum,
@@ -268,9 +236,10 @@ def build_mask_rcnn(
         mask_head=mask_head,
         mask_predictor=MaskPredictor(head_dim, num_classes, act=act, norm_eps=eps, norm_momentum=momentum),
     )
+    use_loss_style(model, loss_style)  # replaces model.rpn / model.roi_heads: set their parts after this line
     model.transform = SquarePadTransform(image_size or d.image_size, size_divisible=2 ** levels[-1])
     model.rpn.box_coder = TFBoxCoder()
-    return use_loss_style(model, loss_style)
+    return model
 
 
 class MaskRCNNCost(nn.Module):

@@ -56,7 +56,7 @@ class TPULossRPN(RegionProposalNetwork):
             rpn.score_thresh,
         )
         new.proposal_matcher.allow_low_quality_matches = rpn.proposal_matcher.allow_low_quality_matches
-        new.box_coder, new.min_size = rpn.box_coder, rpn.min_size
+        new.box_coder, new.min_size = rpn.box_coder, rpn.min_size  # the same objects and value
         return new
 
     def forward(
@@ -112,7 +112,7 @@ class TPULossRoIHeads(RoIHeads):
         """The same heads, poolers, sampler, box coder and post-processing settings."""
         if heads.keypoint_predictor is not None:
             raise ValueError("the tensorflow/tpu losses cover boxes and masks, not keypoints")
-        return cls(
+        new = cls(
             heads.box_roi_pool,
             heads.box_head,
             heads.box_predictor,
@@ -128,6 +128,8 @@ class TPULossRoIHeads(RoIHeads):
             mask_head=heads.mask_head,
             mask_predictor=heads.mask_predictor,
         )
+        new.box_coder = heads.box_coder  # the same object (a subclass with other conventions stays one)
+        return new
 
     def forward(
         self,
