@@ -114,7 +114,7 @@ def _clip_between_replicas() -> float:
     return (norms[0] * norms[1]) ** 0.5
 
 
-def _train_one_step(rank: int, port: int, mode: str, clip: float, out: dict) -> None:
+def _train_one_step(rank: int, port: int, mode: str, accum: int, clip: float, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
@@ -123,14 +123,16 @@ def _train_one_step(rank: int, port: int, mode: str, clip: float, out: dict) -> 
         data = _Local(rank)
         loader = DataLoader(
             data,
-            batch_size=2,
+            batch_size=2 // accum,
             collate_fn=_Local.collate,
             generator=torch.Generator(),
             sampler=ResumableSampler(2, shuffle=False),  # each process reads its own two samples
         )
         model = wrap_model(_Net(), DistInfo(rank, rank, 2), torch.device("cpu"))
         optimizer = torch.optim.SGD(_groups(model), lr=LR, momentum=0.9)
-        trainer = Trainer(model, optimizer, loader, max_steps=1, clip_grad_norm=clip, clip_mode=mode)
+        trainer = Trainer(
+            model, optimizer, loader, max_steps=1, grad_accum_steps=accum, clip_grad_norm=clip, clip_mode=mode
+        )
         result = trainer.run_step()
         out[rank] = {
             "weights": {k: v.detach().clone() for k, v in model.module.named_parameters()},
@@ -147,12 +149,16 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["per_replica", "global"])
-def test_two_process_clipped_step_equals_the_official_formula(mode: str):
+@pytest.mark.parametrize(
+    ("mode", "accum"), [("per_replica", 1), ("global", 1), ("per_replica", 2)], ids=["per_replica", "global", "accum"]
+)
+def test_two_process_clipped_step_equals_the_official_formula(mode: str, accum: int):
+    """With ``accum`` 2 each process accumulates two one-sample micro-batches under ``no_sync`` before clipping:
+    the same local gradient as one two-sample batch, so the same expected step."""
     clip = _clip_between_replicas()
     with mp.Manager() as manager:
         shared = manager.dict()
-        mp.spawn(_train_one_step, args=(_free_port(), mode, clip, shared), nprocs=2, join=True)
+        mp.spawn(_train_one_step, args=(_free_port(), mode, accum, clip, shared), nprocs=2, join=True)
         results = dict(shared)
     expected = _expected_step(mode, clip)
     other = _expected_step("global" if mode == "per_replica" else "per_replica", clip)
