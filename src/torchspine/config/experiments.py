@@ -324,7 +324,8 @@ def _mobile_recipe(backbone: str) -> ExperimentCfg:
             **_MG_BN,
         },
         data={"scale_min": 0.5, "scale_max": 2.0},
-        optim={"lr_per_256": 0.32, "weight_decay": 3e-5, "clip_grad_norm": None},
+        # Model Garden clips (when a recipe sets global_clipnorm) the all-reduced gradient: "global".
+        optim={"lr_per_256": 0.32, "weight_decay": 3e-5, "clip_grad_norm": None, "clip_mode": "global"},
         schedule=_steps(277_200, (263_340, 272_580), 0.32),
     )
 

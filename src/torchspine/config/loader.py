@@ -180,6 +180,11 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
         value = getattr(m, name)
         check(value is None or m.task == "retinanet", f"model.{name}", f"only applies to task=retinanet, not {m.task}")
         check(value is None or value >= 1, f"model.{name}", f"must be >= 1 or none, got {value}")
+    check(
+        m.loss_style == "tpu" or m.task == "maskrcnn",
+        "model.loss_style",
+        f"only applies to task=maskrcnn (RetinaNet and classifiers have one loss), not {m.task}",
+    )
     check(m.min_level <= m.max_level, "model.min_level", f"min_level {m.min_level} > max_level {m.max_level}")
     check(m.image_size > 0, "model.image_size", f"must be positive, got {m.image_size}")
     if m.task != "classification" and m.image_size > 0:

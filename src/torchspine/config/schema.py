@@ -29,6 +29,8 @@ Task = Literal["retinanet", "maskrcnn", "classification"]
 Semantics = Literal["tpu", "model_garden"]
 Optimizer = Literal["sgd", "adamw"]
 ScheduleType = Literal["step", "cosine"]
+ClipMode = Literal["per_replica", "global"]
+LossStyle = Literal["tpu", "torchvision"]
 Amp = Literal["none", "bf16", "fp16"]
 
 # Names accepted for `ModelCfg.backbone` besides the registered SpineNet variants (`torchspine.list_models`).
@@ -75,6 +77,9 @@ class ModelCfg:
         endpoints_num_filters: channels of SpineNet's P-level outputs; None keeps the variant's.
         head_num_filters: width of the detection head's conv tower; None keeps the backbone's paper default.
         head_num_convs: depth of the detection head's conv tower; None keeps the backbone's paper default.
+        loss_style: Mask R-CNN training losses: ``tpu`` (tensorflow/tpu ``modeling/losses.py``, the paper's: RPN
+            Huber 1/9 normalised per level, box-head Huber 1 over 4 x the foreground RoIs) or ``torchvision``
+            (torchvision's smooth-L1 losses over all sampled anchors / RoIs). Mask R-CNN only.
     """
 
     task: Task = "retinanet"
@@ -98,6 +103,7 @@ class ModelCfg:
     endpoints_num_filters: int | None = None
     head_num_filters: int | None = None
     head_num_convs: int | None = None
+    loss_style: LossStyle = "tpu"
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,10 @@ class OptimCfg:
             the same as PyTorch SGD's ``weight_decay``) to conv/dense kernels only, so the trainer should exclude
             norm parameters and biases.
         clip_grad_norm: global gradient-norm clip; None disables clipping.
+        clip_mode: what is clipped under data parallelism: ``per_replica`` (tensorflow/tpu, the default: each
+            process's local gradient divided by the process count, before the all-reduce; with many processes it
+            rarely fires) or ``global`` (Model Garden's ``global_clipnorm``: the averaged gradient). Identical in a
+            single process. SGD's weight decay is clipped with the gradient in both (TF's L2 loss term).
     """
 
     optimizer: Optimizer = "sgd"
@@ -153,6 +163,7 @@ class OptimCfg:
     momentum: float = 0.9
     weight_decay: float = 4e-5
     clip_grad_norm: float | None = 10.0
+    clip_mode: ClipMode = "per_replica"
 
 
 @dataclass(frozen=True)

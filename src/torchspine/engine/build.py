@@ -135,7 +135,11 @@ def _build_task(model: ModelCfg, num_classes: int, backbone_args: dict, label_sm
         )
     if model.task == "maskrcnn":
         return build_mask_rcnn(
-            model.backbone, backbone_args=backbone_args, num_classes=num_classes, image_size=model.image_size
+            model.backbone,
+            backbone_args=backbone_args,
+            num_classes=num_classes,
+            image_size=model.image_size,
+            loss_style=model.loss_style,
         )
     if model.task == "classification":
         classifier = create_classifier(model.backbone, num_classes, **backbone_args)

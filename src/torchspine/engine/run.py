@@ -287,6 +287,7 @@ def train_experiment(
         scheduler=scheduler,
         grad_accum_steps=cfg.train.grad_accum_steps,
         clip_grad_norm=cfg.optim.clip_grad_norm,
+        clip_mode=cfg.optim.clip_mode,
         amp=cfg.train.amp,
         device=device,
         stop_requested=lambda: stop.should_stop,

@@ -13,8 +13,9 @@ and Model Garden ``maskrcnn_model.py`` (Apache-2.0):
 * sampling: RPN 256 anchors/image (half positive, IoU 0.7/0.3), proposals 2000 -> 1000 (train) and
   1000 -> 1000 (test) with NMS 0.7; 512 RoIs/image, 25 % foreground at IoU 0.5.
 
-Losses are torchvision's (smooth-L1 with beta 1/9 for the RPN and 1 for the box head; the official Huber losses
-with the same deltas differ only by the constant factor delta).
+Losses: tensorflow/tpu's by default (``loss_style="tpu"``, `torchspine.models.detection.rcnn_losses`: Huber
+delta 1/9 for the RPN normalised per level, Huber delta 1 for the box head over 4 x the foreground RoIs), or
+torchvision's (``loss_style="torchvision"``: smooth-L1 beta 1/9 for both, normalised by all sampled anchors / RoIs).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchspine.errors import UsageError
 from torchspine.layers.activations import get_act_layer
 from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder, feature_levels
+from torchspine.models.detection.rcnn_loss_heads import LossStyle, use_loss_style
 from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES, ResNetFPN
 from torchspine.models.detection.roi import multiscale_roi_align
 from torchspine.models.detection.transform import SquarePadTransform
@@ -149,6 +151,7 @@ def build_mask_rcnn(
     fc_dim: int | None = None,
     anchor_size: float | None = None,
     act: str | None = None,
+    loss_style: LossStyle = "tpu",
 ) -> MaskRCNN:
     """A Mask R-CNN as in the paper, following torchvision's detection API.
 
@@ -162,6 +165,8 @@ def build_mask_rcnn(
         fc_dim: width of the box head's FC (default: 1024; 512 for 49S).
         anchor_size: RPN anchor size in strides (default: 3; 5 for 190).
         act: head activation (default: the backbone's).
+        loss_style: training losses: ``"tpu"`` (tensorflow/tpu ``modeling/losses.py``, the paper's) or
+            ``"torchvision"`` (torchvision's ``MaskRCNN`` losses). Inference is the same.
 
     The RPN levels, anchors, RoI pooling levels and padding follow the backbone's ``feature_info``. Weights files
     are loaded by `torchspine.load_model`.
@@ -232,6 +237,7 @@ def build_mask_rcnn(
         mask_head=mask_head,
         mask_predictor=MaskPredictor(head_dim, num_classes, act=act, norm_eps=eps, norm_momentum=momentum),
     )
+    use_loss_style(model, loss_style)  # replaces model.rpn / model.roi_heads: set their parts after this line
     model.transform = SquarePadTransform(image_size or d.image_size, size_divisible=2 ** levels[-1])
     model.rpn.box_coder = TFBoxCoder()
     return model
