@@ -172,3 +172,25 @@ def test_a_size_mismatch_says_which_of_image_and_json_to_fix(tmp_path, file_size
     message = str(caught.value)
     assert f"decoded size {height}x{width} (HxW) differs from the annotation file's height x width 60x80" in message
     assert advice in message and "--skip-bad (eval, predict), --set data.skip_bad=true (train)" in message
+
+
+# --- models -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", ["backbone", "classification", "retinanet", "maskrcnn"])
+def test_uint8_images_get_a_clear_error_from_every_task(task):
+    """Pixels straight from a decoder (uint8) name the expected dtype and range instead of a conv's dtype error."""
+    import torchspine
+    from torchspine.models.detection.mask_rcnn import build_mask_rcnn
+
+    pixels = torch.zeros(3, 128, 128, dtype=torch.uint8)
+    build = {
+        "backbone": lambda: torchspine.create_model("test_spinenet"),
+        "classification": lambda: torchspine.create_classifier("test_spinenet", num_classes=3),
+        "retinanet": lambda: build_retinanet("test_spinenet", num_classes=3, image_size=128),
+        "maskrcnn": lambda: build_mask_rcnn("test_spinenet", num_classes=3, image_size=128),
+    }[task]
+    model = build().eval()
+    with pytest.raises((TypeError, ValueError), match=r"float|floating type") as caught:
+        model(pixels[None]) if task in ("backbone", "classification") else model([pixels])
+    assert "uint8" in str(caught.value)
