@@ -194,3 +194,29 @@ def test_uint8_images_get_a_clear_error_from_every_task(task):
     with pytest.raises((TypeError, ValueError), match=r"float|floating type") as caught:
         model(pixels[None]) if task in ("backbone", "classification") else model([pixels])
     assert "uint8" in str(caught.value)
+
+
+def test_classifier_evaluation_leaves_unreadable_images_out(tmp_path, caplog):
+    from PIL import Image
+
+    from torchspine.data.classification import ImageFolderClassification
+    from torchspine.engine.classification_eval import evaluate_classifier
+
+    for label, (name, grey) in enumerate([("dark", 0), ("light", 255)]):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (8, 8), (grey,) * 3).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "light" / "1.png").write_bytes(b"broken")
+
+    class AlwaysLight(torch.nn.Module):  # logits (dark, light): right on light images only
+        def forward(self, images):
+            return torch.tensor([[0.0, 1.0]]).expand(len(images), 2)
+
+    dataset = ImageFolderClassification(tmp_path)
+    with pytest.raises(ImageError, match=r"1\.png"):
+        evaluate_classifier(AlwaysLight(), dataset, progress=False)
+    with caplog.at_level("WARNING"):
+        metrics = evaluate_classifier(AlwaysLight(), dataset, batch_size=4, progress=False, skip_bad=True)
+    # 1 of the 3 readable images is light; serving a neighbour (dark/0) in place of the broken file would give 1/4.
+    assert metrics["cls"]["top1"] == pytest.approx(1 / 3)
+    assert any("skipping unreadable image" in r.getMessage() and "1.png" in r.getMessage() for r in caplog.records)
