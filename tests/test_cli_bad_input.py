@@ -202,7 +202,7 @@ def test_classifier_evaluation_leaves_unreadable_images_out(tmp_path, caplog):
     from torchspine.data.classification import ImageFolderClassification
     from torchspine.engine.classification_eval import evaluate_classifier
 
-    for label, (name, grey) in enumerate([("dark", 0), ("light", 255)]):
+    for name, grey in [("dark", 0), ("light", 255)]:
         (tmp_path / name).mkdir()
         for i in range(2):
             Image.new("RGB", (8, 8), (grey,) * 3).save(tmp_path / name / f"{i}.png")
