@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from torchspine.cli.checks import check_device
 from torchspine.cli.text import plain
 from torchspine.config import dump_config, get_experiment, list_experiments, load_config, validate_world_size
 from torchspine.engine.build import build_datasets, build_model, num_classes_for
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.experiment:
         raise UsageError("--experiment is required (see `torchspine train --list`)")
+    check_device(args.device)
     overrides = list(args.overrides) + ([f"data.data={args.data}"] if args.data else [])
     cfg = load_config(args.experiment, args.config, overrides)
     if args.dry_run:

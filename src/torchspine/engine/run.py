@@ -42,8 +42,9 @@ from torchspine.engine.evaluation import evaluate_detector
 from torchspine.engine.export import export_model
 from torchspine.engine.hooks import CheckpointHook, EvalHook, ProgressHook
 from torchspine.engine.metrics import MetricsLog, rewind_jsonl
+from torchspine.engine.sample_seeds import SeededSampler, SeededSamples
 from torchspine.engine.signals import GracefulExit
-from torchspine.engine.trainer import ResumableSampler, Trainer
+from torchspine.engine.trainer import Trainer
 from torchspine.errors import UsageError
 from torchspine.modelfile import Provenance
 from torchspine.utils.allocator import keep_freed_memory
@@ -208,12 +209,11 @@ def train_experiment(
             held = {"train_split": cfg.data.train_split, "seed": cfg.data.holdout_seed, "image_ids": val_set.ids}
             (output_dir / "holdout_ids.json").write_text(json.dumps(held) + "\n")
 
-    sampler = ResumableSampler(
-        len(train_set), seed=cfg.train.seed, rank=dist_info.rank, world_size=dist_info.world_size
-    )
+    # Per-sample augmentation seeds: exact resume with data-loading workers too (engine/sample_seeds.py).
+    sampler = SeededSampler(len(train_set), seed=cfg.train.seed, rank=dist_info.rank, world_size=dist_info.world_size)
     _check_enough_samples(len(train_set), micro_batch, dist_info.world_size, cfg)
     loader = DataLoader(
-        train_set,
+        SeededSamples(train_set),
         batch_size=micro_batch,
         sampler=sampler,
         collate_fn=train_set.collate_fn,

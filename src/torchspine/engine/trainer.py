@@ -108,7 +108,8 @@ class Trainer:
         data_loader: yields ``(images, targets)``; its sampler must be a `ResumableSampler`, and it should have its
             own ``generator`` (reseeded per epoch here) so that iterating it does not consume the global RNG.
             Resuming is then exact when data loading is deterministic given the RNG (``num_workers=0``); with
-            workers, the epoch's order and the model's randomness resume exactly, augmentations approximately.
+            workers, augmentations resume exactly only when seeded per sample (`engine.sample_seeds`, as
+            `train_experiment` does), otherwise approximately.
         max_steps: optimisation steps of the whole run.
         scheduler: stepped once per optimisation step, or None.
         grad_accum_steps: batches per optimisation step.
