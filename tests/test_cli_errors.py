@@ -134,5 +134,5 @@ def test_the_experiment_listing_the_error_suggests_lists_them(capsys):
     suggested = re.search(r"`torchspine ([^`]+)`", capsys.readouterr().err)
     assert suggested, "the error suggests no command"
     assert main(suggested.group(1).split()) == 0
-    printed = capsys.readouterr().out.split()
+    printed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert printed == list(list_experiments()) and "demo" in printed
