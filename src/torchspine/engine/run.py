@@ -134,13 +134,24 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def check_resumable_config(saved: Mapping[str, Any], cfg: ExperimentCfg, where: Path) -> None:
     """Raise `UsageError` listing every difference between a checkpoint's config and `cfg` outside
-    `RESUMABLE_CHANGES` (``name`` is informational and ignored)."""
+    `RESUMABLE_CHANGES` (``name`` is informational and ignored).
+
+    A setting the checkpoint does not have at all was added to torchspine after the run started; the user cannot
+    "restore" it, so it is logged (with the value the resumed run uses) instead of refusing the resume.
+    """
     old, new = _flatten(saved), _flatten(dataclasses.asdict(cfg))
     allowed = [*RESUMABLE_CHANGES, "name"]
+    added = sorted(set(new) - set(old))
+    if added:
+        logger.warning(
+            "resuming %s: the checkpoint predates these settings, which now take: %s",
+            where,
+            ", ".join(f"{key}={new[key]!r}" for key in added),
+        )
     changed = [
         f"{key}: {old.get(key, '<absent>')!r} in the checkpoint, {new.get(key, '<absent>')!r} now"
         for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key) and not any(fnmatch.fnmatch(key, pattern) for pattern in allowed)
+        if key in old and old.get(key) != new.get(key) and not any(fnmatch.fnmatch(key, pattern) for pattern in allowed)
     ]
     if changed:
         raise UsageError(
