@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -262,3 +263,61 @@ def test_overfits_a_handful_of_images(tmp_path):
         loss.backward()
         optimizer.step()
     assert evaluate_classifier(model, data, batch_size=5, progress=False) == {"cls": {"top1": 1.0, "top5": 1.0}}
+
+
+# ------------------------------------------------------------------------------------------ transfer (init_from)
+
+
+def _detection_trained_file(tmp_path, kind: str):
+    """A RetinaNet model file or a backbone-only model file whose backbone tensors (BN statistics included) differ
+    from any fresh initialisation, as a detection-trained SpineNet's do."""
+    from torchspine.engine.export import export_model
+    from torchspine.models.detection.retinanet import build_retinanet
+
+    torch.manual_seed(123)
+    detector = build_retinanet("test_spinenet", num_classes=4, image_size=128)
+    with torch.no_grad():
+        for tensor in detector.backbone.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand_like(tensor) + 0.5)  # positive, so running_var stays valid
+    model = detector if kind == "retinanet" else detector.backbone
+    return export_model(model, tmp_path / f"{kind}.safetensors", variant="test_spinenet"), detector.backbone
+
+
+@pytest.mark.parametrize("kind", ["retinanet", "backbone"], ids=["retinanet-file", "backbone-file"])
+def test_init_from_loads_the_backbone_exactly_and_leaves_the_head_fresh(tmp_path, kind):
+    """``model.init_from``: the paper's transfer (a classifier from a detection-trained SpineNet). Every backbone
+    tensor (weights and BN statistics) is the file's bit for bit; the classifier head is the fresh initialisation a
+    run without ``init_from`` gets from the same seed (N(0, 0.01) weights, zero bias)."""
+    from safetensors.torch import load_file
+
+    path, source = _detection_trained_file(tmp_path, kind)
+    prefix = "backbone." if kind == "retinanet" else ""
+    saved = load_file(path)
+    cfg = ModelCfg(task="classification", backbone="test_spinenet", image_size=128)
+    torch.manual_seed(0)
+    fresh = build_model(cfg, num_classes=5).classifier
+    torch.manual_seed(0)
+    transferred = build_model(dataclasses.replace(cfg, init_from=str(path)), num_classes=5).classifier
+    backbone_state = transferred.backbone.state_dict()
+    assert len(backbone_state) == len(source.state_dict()) > 100
+    for key, value in backbone_state.items():
+        assert torch.equal(value, saved[prefix + key]), key
+        assert torch.equal(value, source.state_dict()[key]), key
+    assert not torch.equal(fresh.backbone.stem.conv.weight, transferred.backbone.stem.conv.weight)
+    assert transferred.fc.out_features == 5
+    assert torch.equal(transferred.fc.weight, fresh.fc.weight) and not transferred.fc.bias.any()
+    assert 0.005 < float(transferred.fc.weight.detach().std()) < 0.015
+
+
+def test_init_from_reaches_the_trainer(tmp_path, demo):
+    """The train CLI builds its classifier through ``--set model.init_from``: one step at a learning rate far below
+    float32 resolution (the config requires a positive one) keeps the file's backbone parameters bit for bit in the
+    checkpoint (BN statistics aside: they move in train mode)."""
+    path, source = _detection_trained_file(tmp_path, "backbone")
+    out = tmp_path / "run"
+    args = ["--set", f"model.init_from={path}", "--set", "train.max_steps=1", "--set", "optim.lr_per_256=1e-30"]
+    assert _train(demo, out, *args) == 0
+    state = load_checkpoint(out / "checkpoints" / "ckpt-00000001.pt")["model"]
+    for key, value in source.named_parameters():
+        assert torch.equal(state[f"classifier.backbone.{key}"], value), key
