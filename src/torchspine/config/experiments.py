@@ -455,7 +455,13 @@ def demo_classification() -> ExperimentCfg:
     NOT YET TUNED (measured on a 2-core CPU shared with other jobs, OMP_NUM_THREADS=1, ~0.5 s of CPU per step):
     the training loss only starts to leave chance (ln 5 = 1.61) after ~100 steps and is ~1.5 at step 200; val
     top-1 is 0.20 / 0.20 / 0.28 / 0.30 at steps 100 / 200 / 300 / 400 (chance 0.20), in 12.9 min wall-clock and
-    3.5 min of CPU. It does not yet "learn clearly in a few minutes"; lr, crop range and length need another round.
+    3.5 min of CPU. Measured since (same data, an in-memory loop with this recipe's optimizer, schedule and crops,
+    one change at a time): the loss stays at 1.61 for the first 75-100 steps at AdamW peak LR 3e-4, 1e-3 and 4e-3,
+    and with a 1/sqrt(32) classifier initialisation instead of N(0, 0.01); a 5-layer plain CNN (BatchNorm, ReLU,
+    32-128 channels) trained the same way is slow too (loss 1.45, val top-1 0.23 / 0.27 at steps 100 / 200); peak
+    LR 2e-3 without label smoothing, without crop-scale jitter and with the 1/sqrt(32) head leaves 1.61 sooner but
+    only reaches loss 1.46 and val top-1 0.24 at step 250. The task itself is slow to learn from scratch at this
+    budget; it does not yet "learn clearly in a few minutes".
     """
     return ExperimentCfg(
         provenance="derived: a CPU demo, not a paper recipe",
