@@ -36,7 +36,7 @@ FORMATS: tuple[str, ...] = ("onnx", "torchscript", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
 ONNX_OPSET = 18
 
-__all__ = ["FORMATS", "ExportGraph", "export_graph", "export_model", "graph_for", "size_for_export"]
+__all__ = ["FORMATS", "ExportGraph", "export_graph", "export_network", "graph_for", "size_for_export"]
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def export_graph(
     return path
 
 
-def export_model(
+def export_network(
     model: nn.Module,
     path: str | Path,
     *,
