@@ -90,8 +90,10 @@ def retinanet_detections(
     # One NMS for all (image, class) groups: x moved by class, y by image, so groups never overlap.
     shift = torch.stack((labels.to(boxes.dtype), image.to(boxes.dtype)), dim=1) * extent
     kept = nms(boxes + torch.cat((shift, shift), dim=1), top_scores, nms_thresh)  # decreasing score
-    order = torch.sort(image[kept], stable=True).indices  # by image; still by decreasing score within one
-    kept = kept[order]
+    # By image, keeping NMS's decreasing-score order within one: sort the unique keys image * D + position (ONNX
+    # has no stable sort).
+    position = torch.arange(kept.shape[0], device=kept.device)
+    kept = kept[torch.argsort(image[kept] * kept.shape[0] + position)]
     image = image[kept]
     # Rank within its image: running count of its image index (one-hot cumulative sum, no data-dependent loop).
     onehot = (image[:, None] == torch.arange(n, device=image.device)[None, :]).to(torch.int64)
