@@ -118,7 +118,9 @@ def test_exported_program_backbone_is_dynamic(tmp_path):
     args = ["export", "--weights", str(path), "--format", "exported-program", "--dynamic", "--out", str(out)]
     assert main(args) == 0
     program = torch.export.load(out).module()
-    for shape in [(1, 3, 128, 256), (3, 3, 384, 128)]:
+    # torch.export keeps its 0/1 specialisation as run-time guards: sizes of 1 (batch, or H, W of 128 where P7 is
+    # one pixel) are refused by the program (ONNX Runtime runs them; see the ONNX test).
+    for shape in [(2, 3, 256, 384), (3, 3, 384, 256)]:
         x = torch.randn(*shape)
         with torch.no_grad():
             expected = BackboneGraph(backbone)(x)

@@ -7,6 +7,8 @@ BatchNorms folded (`torchspine.optimize_for_inference`, unless ``fast_path=False
   are free (H and W any multiples of ``2**max_level``, 128 for P3-P7). RetinaNet includes the post-processing,
   with ONNX ``NonMaxSuppression``.
 * ``exported-program``: ``torch.export.save`` of the same program (``.pt2``), loadable with ``torch.export.load``.
+  torch.export specialises sizes 0 and 1 and keeps that as run-time guards, so a dynamic program takes a batch of
+  at least 2 and H, W of at least ``2 * 2**max_level`` (ONNX files have no such limit).
 * ``torchscript``: ``torch.jit.trace`` at the example size; tracing records sizes as constants, so it runs at that
   input size only and ``dynamic`` is refused. RetinaNet is traced with ``raw=True`` outputs (boxes and scores of
   all anchors; the data-dependent NMS does not trace), to finish with
