@@ -7,8 +7,6 @@ traceback after the model was built; a negative ``--max-images`` was silently ta
 
 from __future__ import annotations
 
-import torch
-
 from torchspine.errors import UsageError
 
 __all__ = ["check_device", "check_positive"]
@@ -19,6 +17,8 @@ _GPU_ALIASES = {"gpu", "gpu0", "nvidia", "rocm"}
 
 def check_device(value: str, option: str = "--device") -> str:
     """`value` if it names a device this machine has; otherwise a `UsageError` that says what to pass instead."""
+    import torch  # here, not at the top: the CLI builds its parsers without torch
+
     try:
         device = torch.device(value)
     except (RuntimeError, ValueError):

@@ -5,21 +5,22 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from torchspine.cli.checks import check_device, check_positive
-from torchspine.data.coco import CocoDetection, build_dataset
-from torchspine.data.coco_names import COCO_CATEGORY_NAMES
-from torchspine.engine.evaluation import evaluate_detector, format_metrics, has_ground_truth
+from torchspine.cli.checks import check_positive
+from torchspine.cli.device import DEVICE_HELP, resolve_device
 from torchspine.errors import UsageError
-from torchspine.loading import load_model
-from torchspine.modelfile import TASKS, read_model_file
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from torchspine.data.coco import CocoDetection
 
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_IMAGE_SIZE = 224  # the paper's ImageNet crop, for classifier state dicts that do not record one
+# `torchspine.modelfile.TASKS` less "backbone", spelled out so that building the parser does not import torch.
+HEAD_TASKS = ("classification", "retinanet", "maskrcnn")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -32,14 +33,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "state dict",
     )
     p.add_argument("--model", help="backbone variant; needed for weights without torchspine metadata")
-    p.add_argument(
-        "--task", choices=[t for t in TASKS if t != "backbone"], help="needed for weights without torchspine metadata"
-    )
+    p.add_argument("--task", choices=HEAD_TASKS, help="needed for weights without torchspine metadata")
     p.add_argument("--num-classes", type=int, help="needed for weights without torchspine metadata")
     p.add_argument("--image-size", type=int, help="square input size (default: the file's)")
     p.add_argument("--batch-size", type=int, default=2, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to run (default: %(default)s)"
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_false",
+        help="run the model as loaded; by default BatchNorm is folded into the convolutions "
+        "(torchspine.optimize_for_inference: same outputs up to float rounding, faster)",
     )
     p.add_argument(
         "--skip-bad",
@@ -54,7 +58,12 @@ def load_from_args(args: argparse.Namespace) -> tuple[nn.Module, str, dict[int, 
     Category names come from the file; a file without them that has COCO's 91 outputs (a converted official
     detector) gets the COCO names.
     """
-    check_device(args.device)
+    from torchspine.data.coco_names import COCO_CATEGORY_NAMES
+    from torchspine.inference import optimize_for_inference
+    from torchspine.loading import load_model
+    from torchspine.modelfile import read_model_file
+
+    args.device = resolve_device(args.device)
     check_positive("--image-size", args.image_size)
     check_positive("--batch-size", args.batch_size)
     args.weights = _weights_file(args.weights)
@@ -64,6 +73,8 @@ def load_from_args(args: argparse.Namespace) -> tuple[nn.Module, str, dict[int, 
     model = load_model(
         args.weights, task=args.task, backbone=args.model, num_classes=args.num_classes, image_size=args.image_size
     )
+    if args.fast_path:
+        model = optimize_for_inference(model, inplace=True)
     task = info.task if info is not None else args.task
     names = info.category_names if info is not None else {}
     num_classes = info.num_classes if info is not None else args.num_classes
@@ -94,7 +105,7 @@ def _weights_file(path: Path) -> Path:
 
 def _check_plain_state_args(args: argparse.Namespace) -> None:
     """A file without torchspine metadata is only tensors: the flags must say what model they belong to."""
-    tasks = ", ".join(t for t in TASKS if t != "backbone")
+    tasks = ", ".join(HEAD_TASKS)
     wanted = {"--task": f"--task ({tasks})", "--model": "--model (a variant of `torchspine list`)"}
     missing = [text for flag, text in wanted.items() if getattr(args, flag[2:]) is None]
     if args.num_classes is None and args.task != "backbone":
@@ -115,6 +126,8 @@ def _check_plain_state_args(args: argparse.Namespace) -> None:
 
 def _check_ground_truth(dataset: CocoDetection, image_ids: list[int], data: Path, split: str) -> None:
     """Fail before running the model when no evaluated image has an annotation: AP would be undefined everywhere."""
+    from torchspine.engine.evaluation import has_ground_truth
+
     if not has_ground_truth(dataset.coco, image_ids):
         raise UsageError(
             f"{data} (split {split!r}): the ground truth is empty: none of the {len(image_ids)} evaluated image(s) "
@@ -140,6 +153,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from torchspine.data.coco import build_dataset
+    from torchspine.engine.evaluation import evaluate_detector, format_metrics
+
     check_positive("--max-images", args.max_images)
     model, task, names, image_size = load_from_args(args)
     if task == "classification":

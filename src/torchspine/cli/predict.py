@@ -8,7 +8,6 @@ from pathlib import Path
 
 from torchspine.cli.checks import check_positive
 from torchspine.cli.evaluate import CLASSIFIER_IMAGE_SIZE, add_model_args, load_from_args
-from torchspine.engine.predict import classify_images, collect_images, predict_images
 from torchspine.errors import UsageError
 
 
@@ -32,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchspine.engine.predict import classify_images, collect_images, predict_images
+
     check_positive("--top-k", args.top_k)
     model, task, names, image_size = load_from_args(args)
     if args.categories:

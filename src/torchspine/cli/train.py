@@ -11,16 +11,8 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
-from torchspine.cli.checks import check_device
+from torchspine.cli.device import DEVICE_HELP, resolve_device
 from torchspine.cli.text import plain
-from torchspine.config import dump_config, get_experiment, list_experiments, load_config, validate_world_size
-from torchspine.engine.build import build_datasets, build_model, num_classes_for
-from torchspine.engine.classification_eval import CLS_METRIC_NAMES
-from torchspine.engine.distributed import init_distributed
-from torchspine.engine.evaluation import AP_NAMES, format_metrics
-from torchspine.engine.run import CACHE_DIR, train_experiment
 from torchspine.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -53,9 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="continue from the newest valid checkpoint in --output-dir; bare --resume fails when there is none, "
         "--resume auto then starts from scratch (for preemptible or elastic jobs)",
     )
-    p.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to train (default: %(default)s)"
-    )
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument(
         "--list",
         action="store_true",
@@ -66,6 +56,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from torchspine.config import dump_config, get_experiment, list_experiments, load_config, validate_world_size
+    from torchspine.engine.build import build_datasets, build_model, num_classes_for
+    from torchspine.engine.classification_eval import CLS_METRIC_NAMES
+    from torchspine.engine.distributed import init_distributed
+    from torchspine.engine.evaluation import AP_NAMES, format_metrics
+    from torchspine.engine.run import CACHE_DIR, train_experiment
+
     if args.list:
         names = list_experiments()
         width = max(map(len, names))
@@ -74,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.experiment:
         raise UsageError("--experiment is required (see `torchspine train --list`)")
-    check_device(args.device)
+    args.device = resolve_device(args.device)
     overrides = list(args.overrides) + ([f"data.data={args.data}"] if args.data else [])
     cfg = load_config(args.experiment, args.config, overrides)
     if args.dry_run:

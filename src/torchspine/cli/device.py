@@ -1,0 +1,21 @@
+"""The default ``--device`` of the commands that run models, resolved when a command runs.
+
+Asking torch whether CUDA is available at parser-building time would import torch for ``torchspine --help``; the
+flags default to None and the command calls `resolve_device` first.
+"""
+
+from __future__ import annotations
+
+DEVICE_HELP = "where to run, e.g. cpu, cuda, cuda:1 (default: cuda when available, else cpu)"
+
+
+def resolve_device(device: str | None, option: str = "--device") -> str:
+    """`device` checked against this machine (`torchspine.cli.checks.check_device`), or ``"cuda"`` when available
+    and ``"cpu"`` otherwise."""
+    import torch
+
+    from torchspine.cli.checks import check_device
+
+    if device:
+        return check_device(device, option)
+    return "cuda" if torch.cuda.is_available() else "cpu"
