@@ -72,6 +72,9 @@ class ModelCfg:
         endpoints_num_filters: channels of SpineNet's P-level outputs; None keeps the variant's.
         head_num_filters: width of the detection head's conv tower; None keeps the backbone's paper default.
         head_num_convs: depth of the detection head's conv tower; None keeps the backbone's paper default.
+        grad_checkpointing: recompute the activations of every SpineNet block group (and of the RetinaNet head
+            towers, level by level) in the backward pass instead of keeping them: less training memory for about
+            one extra forward; gradients and BatchNorm statistics are unchanged. SpineNet backbones only.
     """
 
     task: Task = "retinanet"
@@ -95,6 +98,7 @@ class ModelCfg:
     endpoints_num_filters: int | None = None
     head_num_filters: int | None = None
     head_num_convs: int | None = None
+    grad_checkpointing: bool = False
 
 
 @dataclass(frozen=True)
