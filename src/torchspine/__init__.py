@@ -1,5 +1,6 @@
 """torchspine: SpineNet scale-permuted backbones in PyTorch, exact to the official TensorFlow code."""
 
+from torchspine.inference import optimize_for_inference
 from torchspine.loading import load_model
 from torchspine.modelfile import ModelFile, ModelFileError, read_model_file
 from torchspine.models.classifier import ImageClassifier, create_classifier
@@ -24,6 +25,7 @@ __all__ = [
     "list_models",
     "load_cfg",
     "load_model",
+    "optimize_for_inference",
     "plan_graph",
     "read_model_file",
     "validate_blocks",

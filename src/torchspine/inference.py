@@ -1,0 +1,144 @@
+"""Inference fast path: fold every BatchNorm into the convolution (or linear layer) before it.
+
+In eval mode a BatchNorm is an affine map per channel, ``y = (x - mean) / sqrt(var + eps) * gamma + beta``, so it
+can be folded into the weights and bias of the preceding convolution (torch.nn.utils.fusion's
+``fuse_conv_bn_eval`` / ``fuse_linear_bn_eval`` do the arithmetic). That removes one full read and write of every
+activation map per BN, about a third of SpineNet's layers. The official detectors' heads share their convolutions
+across pyramid levels but keep one BatchNorm per level (see `torchspine.models.detection.heads`); folded, each level
+gets its own copy of the shared convs (the head's conv parameters grow by the number of levels, the compute does
+not change).
+
+Folding is exact in real arithmetic; in float32 it moves outputs by rounding only (about 1e-6 relative, tested to
+stay under 1e-5 for every variant family, both numerics and every head).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from torchspine.layers.conv import ConvNormAct
+from torchspine.models.detection.heads import SeparableConv2d, _Tower
+from torchspine.models.detection.mask_rcnn import BoxHead, MaskPredictor, RPNHead
+
+__all__ = ["FusedRPNHead", "FusedTower", "fuse_batchnorm", "optimize_for_inference"]
+
+_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+def _fold(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    """`conv` (a plain, transposed or separable convolution) with `bn` folded in."""
+    if isinstance(conv, SeparableConv2d):
+        fused = copy.copy(conv)  # shares the depthwise conv; only the pointwise one changes
+        fused._modules = dict(conv._modules)
+        fused.pointwise = fuse_conv_bn_eval(conv.pointwise, bn)
+        return fused
+    return fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+
+
+class FusedTower(nn.Module):
+    """A RetinaNet head tower (`_Tower`) with each level's BatchNorms folded into a per-level copy of the convs.
+
+    Same call signature as `_Tower`: ``forward(x, level_index)``.
+    """
+
+    def __init__(self, tower: _Tower) -> None:
+        super().__init__()
+        self.levels = nn.ModuleList(
+            nn.ModuleList(_fold(conv, bn) for conv, bn in zip(tower.convs, norms, strict=True)) for norms in tower.norms
+        )
+        self.act = tower.act
+        self.predict = tower.predict
+
+    def forward(self, x: Tensor, level_index: int) -> Tensor:
+        for conv in self.levels[level_index]:
+            x = self.act(conv(x))
+        return self.predict(x)
+
+
+class FusedRPNHead(nn.Module):
+    """The Mask R-CNN `RPNHead` with its per-level BatchNorms folded into per-level copies of the shared conv."""
+
+    def __init__(self, head: RPNHead) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(_fold(head.conv, bn) for bn in head.norms)
+        self.act = head.act
+        self.cls_logits = head.cls_logits
+        self.bbox_pred = head.bbox_pred
+
+    def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        logits, boxes = [], []
+        for x, conv in zip(features, self.convs, strict=True):
+            t = self.act(conv(x))
+            logits.append(self.cls_logits(t))
+            boxes.append(self.bbox_pred(t))
+        return logits, boxes
+
+
+def _fuse_sequential(seq: nn.Sequential) -> None:
+    """Fold each ``BatchNorm2d`` that directly follows a convolution inside `seq` (replaced by an identity)."""
+    children = list(seq._modules)
+    for prev, cur in itertools.pairwise(children):
+        conv, bn = seq._modules[prev], seq._modules[cur]
+        if isinstance(conv, _CONVS) and type(bn) is nn.BatchNorm2d:
+            seq._modules[prev] = _fold(conv, bn)
+            seq._modules[cur] = nn.Identity()
+
+
+def fuse_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm of `model` (which must be in eval mode) into its convolution or linear layer, in place.
+
+    Handles the SpineNet blocks and resampling paths (`ConvNormAct`), the RetinaNet head (per-level BN), the Mask
+    R-CNN RPN, box, mask heads and mask predictor, and any ``nn.Sequential`` of conv then BN. Other modules are left
+    as they are. Returns `model`.
+    """
+    if model.training:
+        raise ValueError("fuse_batchnorm needs a model in eval mode (BatchNorm running statistics), call .eval() first")
+    replacements: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if isinstance(module, ConvNormAct) and type(module.bn) is nn.BatchNorm2d:
+            module.conv = _fold(module.conv, module.bn)
+            module.bn = nn.Identity()
+        elif isinstance(module, _Tower):
+            replacements.append((name, FusedTower(module)))
+        elif isinstance(module, RPNHead):
+            replacements.append((name, FusedRPNHead(module)))
+        elif isinstance(module, BoxHead) and type(module.fc_norm) is nn.BatchNorm1d:
+            module.fc = fuse_linear_bn_eval(module.fc, module.fc_norm)
+            module.fc_norm = nn.Identity()
+        elif isinstance(module, MaskPredictor) and type(module.norm) is nn.BatchNorm2d:
+            module.upsample = _fold(module.upsample, module.norm)
+            module.norm = nn.Identity()
+        elif isinstance(module, nn.Sequential):
+            _fuse_sequential(module)
+    for name, new in replacements:
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+    return model
+
+
+def optimize_for_inference(model: nn.Module, *, channels_last: bool = False, inplace: bool = False) -> nn.Module:
+    """The inference fast path of any torchspine model: eval mode, BatchNorm folded, gradients off.
+
+    Args:
+        model: a SpineNet, classifier, RetinaNet or Mask R-CNN (as `torchspine.load_model` returns them).
+        channels_last: also convert the weights to the channels-last memory format (convolutions then run NHWC,
+            often faster on CPU with oneDNN and on GPUs with tensor cores; measure for your hardware).
+        inplace: modify `model` itself instead of a copy (saves the copy's memory; `model` is unusable for training
+            afterwards).
+
+    Returns:
+        The optimised model, in eval mode; outputs equal the original's up to float rounding (< 1e-5 relative).
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    fuse_batchnorm(model)
+    model.requires_grad_(False)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
