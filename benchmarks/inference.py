@@ -190,6 +190,10 @@ class TFWorker:
         self.proc = subprocess.Popen(
             [python, script, str(size), str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
+        self.info: dict = {}
+
+    def wait_ready(self) -> None:
+        """Block until the worker has built and traced its models (it starts while PyTorch builds its rows)."""
         self.info = self._read()
         if not self.info.get("ready"):
             raise RuntimeError(f"TF worker did not start: {self.info}")
@@ -213,8 +217,15 @@ class TFWorker:
         self.proc.wait(timeout=60)
 
 
-def measure(rows: list[Row], tf: TFWorker | None, args: argparse.Namespace, device: torch.device) -> list[Row]:
-    """Round-robin: every repetition calls every row once (TF rows through the worker)."""
+def measure(
+    rows: list[Row],
+    tf: TFWorker | None,
+    args: argparse.Namespace,
+    device: torch.device,
+    after_rep: Callable[[list[Row]], None],
+) -> list[Row]:
+    """Round-robin: every repetition calls every row once (TF rows through the worker); `after_rep` sees the rows
+    after every timed repetition (results so far are written out, in case a long run is cut short)."""
     all_rows = list(rows)
     if tf is not None:
         for task in TASKS:
@@ -235,6 +246,8 @@ def measure(rows: list[Row], tf: TFWorker | None, args: argparse.Namespace, devi
             if rep >= args.warmup:
                 row.times_ms.append(ms)
         print(f"repetition {rep + 1}/{args.warmup + args.reps} done", file=sys.stderr, flush=True)
+        if rep >= args.warmup:
+            after_rep(all_rows)
     return all_rows
 
 
@@ -312,31 +325,38 @@ def main() -> None:
         tf = TFWorker(args.tf_python, args.size, args.threads)
     else:
         print(f"{args.tf_python} not found (run `make tf-env`): no official TF rows, no x TF ratios", file=sys.stderr)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            rows = build_rows(args, device, Path(tmp))
-            rows = measure(rows, tf, args, device)
-    finally:
-        if tf is not None:
-            tf.close()
     settings = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "tf": tf.info.get("tf") if tf else "absent",
         "threads": args.threads,
         "size": args.size,
         "batch": 1,
         "reps": args.reps,
         "warmup": args.warmup,
     }
-    txt, md = report(rows, settings)
-    print(txt)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".txt").write_text(txt)
-        args.out.with_suffix(".md").write_text(md)
+
+    def write(rows: list[Row]) -> None:
+        done = min(len(r.times_ms) for r in rows)
+        tf_version = tf.info.get("tf") if tf is not None else "absent"
+        txt, md = report(rows, {**settings, "tf": tf_version, "reps": f"{done}/{args.reps}"})
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.with_suffix(".txt").write_text(txt)
+            args.out.with_suffix(".md").write_text(md)
+        if done == args.reps:
+            print(txt)
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = build_rows(args, device, Path(tmp))
+            if tf is not None:
+                tf.wait_ready()
+            measure(rows, tf, args, device, write)
+    finally:
+        if tf is not None:
+            tf.close()
 
 
 if __name__ == "__main__":
