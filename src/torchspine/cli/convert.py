@@ -6,9 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from torchspine.convert.converter import ConversionError, convert_checkpoint
 from torchspine.errors import UsageError
-from torchspine.modelfile import save_model_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchspine.convert.converter import ConversionError, convert_checkpoint
+    from torchspine.modelfile import save_model_file
+
     if args.out.suffix != ".safetensors":
         raise UsageError(f"--out {args.out}: expected a .safetensors file name")
     if not args.out.parent.is_dir():

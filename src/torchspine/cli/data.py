@@ -6,9 +6,6 @@ from __future__ import annotations
 import argparse
 import time
 
-from torchspine.data.synthetic import DEMO_CATEGORIES, make_demo_dataset
-from torchspine.data.synthetic_classification import DEMO_CLASSES, make_demo_classification_dataset
-
 # Per-task defaults of --num-train / --num-val / --image-size (the sizes the built-in demo experiments use).
 _DEMO_DEFAULTS = {"detection": (200, 50, 320), "classification": (400, 100, 128)}
 
@@ -37,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchspine.data.synthetic import DEMO_CATEGORIES, make_demo_dataset
+    from torchspine.data.synthetic_classification import DEMO_CLASSES, make_demo_classification_dataset
+
     if args.data_command != "make-demo":  # argparse only accepts known actions; kept for direct callers
         raise ValueError(f"unknown data action {args.data_command!r}")
     defaults = _DEMO_DEFAULTS[args.task]

@@ -12,13 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
+from torchspine.cli.device import DEVICE_HELP, resolve_device
 from torchspine.cli.text import plain
-from torchspine.config import load_config
-from torchspine.engine.evaluation import format_metrics
-from torchspine.engine.predict import save_prediction_grid
-from torchspine.engine.run import train_experiment
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,13 +26,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", help="another backbone for the same recipe, e.g. resnet50_fpn or spinenet49s")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in the same folder")
-    p.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to train (default: %(default)s)"
-    )
+    p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchspine.config import load_config
+    from torchspine.engine.evaluation import format_metrics
+    from torchspine.engine.predict import save_prediction_grid
+    from torchspine.engine.run import train_experiment
+
+    args.device = resolve_device(args.device)
     overrides = ([f"model.backbone={args.backbone}"] if args.backbone else []) + list(args.overrides)
     cfg = load_config("demo", [], overrides)
     out: Path = args.output_dir

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from torchspine.registry import variant_info
-from torchspine.specs import load_cfg
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,7 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchspine.registry import variant_info
     from torchspine.search.draw import draw_architecture  # lazy: matplotlib is an optional extra
+    from torchspine.specs import load_cfg
 
     name = args.arch
     cfg = load_cfg(name) if name.endswith((".yaml", ".yml", ".json")) else variant_info(name).cfg

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from torchspine.cli.device import DEVICE_HELP, resolve_device
 
-from torchspine.data.coco import build_dataset
-from torchspine.data.coco_names import COCO_CATEGORY_NAMES
-from torchspine.engine.evaluation import evaluate_detector, format_metrics
-from torchspine.loading import load_model
-from torchspine.modelfile import TASKS, read_model_file
+if TYPE_CHECKING:
+    from torch import nn
 
 CLASSIFIER_IMAGE_SIZE = 224  # the paper's ImageNet crop, for classifier state dicts that do not record one
+# `torchspine.modelfile.TASKS` less "backbone", spelled out so that building the parser does not import torch.
+HEAD_TASKS = ("classification", "retinanet", "maskrcnn")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -23,14 +22,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--weights", required=True, type=Path, help="a torchspine model file (.safetensors) or a plain state dict"
     )
     p.add_argument("--model", help="backbone variant; needed for weights without torchspine metadata")
-    p.add_argument(
-        "--task", choices=[t for t in TASKS if t != "backbone"], help="needed for weights without torchspine metadata"
-    )
+    p.add_argument("--task", choices=HEAD_TASKS, help="needed for weights without torchspine metadata")
     p.add_argument("--num-classes", type=int, help="needed for weights without torchspine metadata")
     p.add_argument("--image-size", type=int, help="square input size (default: the file's)")
     p.add_argument("--batch-size", type=int, default=2, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to run (default: %(default)s)"
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_false",
+        help="run the model as loaded; by default BatchNorm is folded into the convolutions "
+        "(torchspine.optimize_for_inference: same outputs up to float rounding, faster)",
     )
 
 
@@ -40,9 +42,17 @@ def load_from_args(args: argparse.Namespace) -> tuple[nn.Module, str, dict[int, 
     Category names come from the file; a file without them that has COCO's 91 outputs (a converted official
     detector) gets the COCO names.
     """
+    from torchspine.data.coco_names import COCO_CATEGORY_NAMES
+    from torchspine.inference import optimize_for_inference
+    from torchspine.loading import load_model
+    from torchspine.modelfile import read_model_file
+
+    args.device = resolve_device(args.device)
     model = load_model(
         args.weights, task=args.task, backbone=args.model, num_classes=args.num_classes, image_size=args.image_size
     )
+    if args.fast_path:
+        model = optimize_for_inference(model, inplace=True)
     info = read_model_file(args.weights)
     task = info.task if info is not None else args.task
     names = info.category_names if info is not None else {}
@@ -70,6 +80,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from torchspine.data.coco import build_dataset
+    from torchspine.engine.evaluation import evaluate_detector, format_metrics
+
     model, task, names, image_size = load_from_args(args)
     if task == "classification":
         from torchspine.data.classification import build_classification_dataset, eval_transform

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from torchspine.errors import UsageError
-from torchspine.registry import list_models, variant_info
-from torchspine.specs import load_cfg, plan_graph
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchspine.registry import list_models, variant_info
+    from torchspine.specs import load_cfg, plan_graph
+
     if args.plan:
         name = args.plan
         cfg = load_cfg(name) if name.endswith((".yaml", ".yml", ".json")) else variant_info(name).cfg

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from torchspine import __version__
-from torchspine.cli import convert, data, demo, draw, evaluate, list_models, predict, profile, search, train
+from torchspine.cli import convert, data, demo, draw, evaluate, export, list_models, predict, profile, search, train
 from torchspine.errors import TorchspineError
 from torchspine.specs import SpecError
 
-COMMANDS = (demo, list_models, profile, convert, data, evaluate, predict, train, search, draw)
+COMMANDS = (demo, list_models, profile, convert, data, evaluate, predict, export, train, search, draw)
 USER_ERRORS = (TorchspineError, SpecError, OSError)
 
 

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from torchspine.cli.evaluate import CLASSIFIER_IMAGE_SIZE, add_model_args, load_from_args
-from torchspine.engine.predict import classify_images, collect_images, predict_images
 from torchspine.errors import UsageError
 
 
@@ -31,6 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchspine.engine.predict import classify_images, collect_images, predict_images
+
     model, task, names, image_size = load_from_args(args)
     if args.categories:
         try:

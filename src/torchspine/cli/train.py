@@ -11,15 +11,8 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
+from torchspine.cli.device import DEVICE_HELP, resolve_device
 from torchspine.cli.text import plain
-from torchspine.config import dump_config, list_experiments, load_config, validate_world_size
-from torchspine.engine.build import build_datasets, build_model, num_classes_for
-from torchspine.engine.classification_eval import CLS_METRIC_NAMES
-from torchspine.engine.distributed import init_distributed
-from torchspine.engine.evaluation import AP_NAMES, format_metrics
-from torchspine.engine.run import CACHE_DIR, train_experiment
 from torchspine.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -52,15 +45,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="continue from the newest valid checkpoint in --output-dir; bare --resume fails when there is none, "
         "--resume auto then starts from scratch (for preemptible or elastic jobs)",
     )
-    p.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to train (default: %(default)s)"
-    )
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--list", action="store_true", help="list the registered experiments")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the model, then exit")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from torchspine.config import dump_config, list_experiments, load_config, validate_world_size
+    from torchspine.engine.build import build_datasets, build_model, num_classes_for
+    from torchspine.engine.classification_eval import CLS_METRIC_NAMES
+    from torchspine.engine.distributed import init_distributed
+    from torchspine.engine.evaluation import AP_NAMES, format_metrics
+    from torchspine.engine.run import CACHE_DIR, train_experiment
+
+    args.device = resolve_device(args.device)
     if args.list:
         print("\n".join(list_experiments()))
         return 0

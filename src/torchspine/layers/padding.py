@@ -4,6 +4,11 @@ TF pads ``'SAME'`` layers by ``max((ceil(n / s) - 1) * s + k - n, 0)`` pixels pe
 *before*. For a stride-2 layer on an even input that is asymmetric (3x3: 0 before, 1 after; 7x7: 2 before,
 3 after), which no static PyTorch ``padding=`` reproduces, so the padding is computed from the input size at run
 time, as timm's ``padding.py`` does for its ``tf_*`` models. Max-pools pad with -inf, as TF does.
+
+The amounts are written so that ``torch.export`` / ONNX export can trace them symbolically: no ``max`` and no
+branch on the input size when ``kernel >= stride`` (every SpineNet conv and pool but tensorflow/tpu's 5x5 pools of
+stride 8 and more), and for inputs that are multiples of the stride they simplify to constants, so one exported
+graph serves every input size that is a multiple of ``2**max_level``.
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ on both sides, i.e. PyTorch's usual ``padding=k // 2`` (tensorflow/tpu's ``conv2
 
 
 def same_pad_amount(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """(before, after) padding of TF ``'SAME'`` for one spatial dimension of length `size`."""
-    out = (size + stride - 1) // stride
-    total = max((out - 1) * stride + kernel - size, 0)
+    """(before, after) padding of TF ``'SAME'`` for one spatial dimension of length `size` (an int or a SymInt).
+
+    TF's ``max((ceil(size / stride) - 1) * stride + kernel - size, 0)`` equals ``(-size) mod stride + kernel -
+    stride`` clamped at 0, and the clamp is needed only when ``kernel < stride``.
+    """
+    total = (-size) % stride + kernel - stride
+    if kernel < stride:
+        total = torch.sym_max(total, 0)
     return total // 2, total - total // 2
 
 
@@ -30,8 +40,10 @@ def pad_same(x: Tensor, kernel: int, stride: int, value: float = 0.0) -> Tensor:
     """Pad an NCHW tensor as TF ``'SAME'`` would before a `kernel` x `kernel` window with `stride`."""
     top, bottom = same_pad_amount(x.shape[-2], kernel, stride)
     left, right = same_pad_amount(x.shape[-1], kernel, stride)
-    if top or bottom or left or right:
-        x = F.pad(x, (left, right, top, bottom), value=value)
+    pads = (left, right, top, bottom)
+    # Skip the copy when nothing is padded; symbolic amounts (export) always pad, which is exact for zero too.
+    if any(not isinstance(p, int) or p for p in pads):
+        x = F.pad(x, pads, value=value)
     return x
 
 

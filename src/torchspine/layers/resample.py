@@ -44,15 +44,25 @@ def _pools(level_diff: int, pool_mode: PoolMode) -> nn.Module:
 
 
 def fit_size(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Nearest-resize `x` to `size` when it differs (floor index mapping, as TF1 ``resize_nearest_neighbor``)."""
-    if tuple(x.shape[-2:]) != tuple(size):
+    """Nearest-resize `x` to `size` when it differs (floor index mapping, as TF1 ``resize_nearest_neighbor``).
+
+    For inputs that are multiples of ``2**max_level`` the sizes are equal expressions even when traced
+    symbolically, so export sees no branch.
+    """
+    if x.shape[-2] != size[0] or x.shape[-1] != size[1]:
         x = F.interpolate(x, size=size, mode="nearest")
     return x
 
 
 def upsample_nearest(x: Tensor, factor: int) -> Tensor:
-    """Repeat every pixel ``factor x factor`` times (TF ``nearest_upsampling``)."""
-    return F.interpolate(x, scale_factor=factor, mode="nearest") if factor > 1 else x
+    """Repeat every pixel ``factor x factor`` times (TF ``nearest_upsampling``).
+
+    Given as an output size rather than a scale factor: the same kernel and indices (the factor is a power of two,
+    so ``in / out`` is exact), but the size stays an integer expression when traced for export.
+    """
+    if factor == 1:
+        return x
+    return F.interpolate(x, size=(x.shape[-2] * factor, x.shape[-1] * factor), mode="nearest")
 
 
 class Resample(nn.Module):
