@@ -23,7 +23,10 @@ rows and the peak memory of each row.
 Fairness on a shared machine: all rows are timed round-robin, one call each per repetition (the TF worker waits
 on a pipe while PyTorch runs and vice versa), and the median over repetitions is reported, so slow periods hit
 every row alike and the ratios stay meaningful even when absolute times are not. Both frameworks get the same
-thread count (TF: intra-op `threads`, inter-op 1).
+thread count (TF: intra-op `threads`, inter-op 1). ``--clock cpu`` times each call by its process's CPU time
+(``time.process_time``: all threads of the PyTorch process, or of the TF worker) instead of wall time: on a
+heavily shared machine that counts the work a call needed rather than how long it waited for a core (with one
+thread, the two agree on an idle machine).
 """
 
 from __future__ import annotations
@@ -205,8 +208,8 @@ class TFWorker:
                 return json.loads(line)
         raise RuntimeError(f"TF worker exited with status {self.proc.wait()} (its error is above)")
 
-    def time(self, task: str) -> float:
-        self.proc.stdin.write(task + "\n")
+    def time(self, task: str, clock: str) -> float:
+        self.proc.stdin.write(f"{task} {clock}\n")
         self.proc.stdin.flush()
         return self._read()["ms"]
 
@@ -233,13 +236,14 @@ def measure(
     for rep in range(args.warmup + args.reps):
         for row in all_rows:
             if row.name == TF_ROW:
-                ms = tf.time(row.task)
+                ms = tf.time(row.task, args.clock)
             else:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
-                start = time.perf_counter()
+                clock = time.process_time if args.clock == "cpu" else time.perf_counter
+                start = clock()
                 row.run()
-                ms = (time.perf_counter() - start) * 1e3
+                ms = (clock() - start) * 1e3
                 if device.type == "cuda":
                     peak = torch.cuda.max_memory_allocated() / 2**20
                     row.peak_mib = peak if row.peak_mib != row.peak_mib else max(row.peak_mib, peak)
@@ -313,6 +317,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7, help="timed round-robin repetitions (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed round-robin repetitions first")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time or process CPU time")
     parser.add_argument("--tf-python", default=str(REPO / ".venv-tf" / "bin" / "python"))
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile rows")
     parser.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the ONNX Runtime rows")
@@ -335,6 +340,7 @@ def main() -> None:
         "batch": 1,
         "reps": args.reps,
         "warmup": args.warmup,
+        "clock": args.clock,
     }
 
     def write(rows: list[Row]) -> None:

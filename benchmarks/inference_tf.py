@@ -12,7 +12,8 @@ in a ``tf.function``:
   pipeline).
 
 Protocol (one JSON object per line): after tracing and one warm-up call of each workload it prints ``{"ready": ...}``;
-then each line read from stdin names a workload, which it runs once and answers ``{"ms": ...}``; ``quit`` ends it.
+then each line read from stdin names a workload and a clock (``wall`` or ``cpu``: this process's CPU time), and it
+runs the workload once and answers ``{"ms": ...}``; ``quit`` ends it.
 The input is NHWC, batch 1; a result is complete when its first output has been copied to NumPy.
 
 Usage: ``.venv-tf/bin/python benchmarks/inference_tf.py SIZE THREADS``
@@ -91,12 +92,13 @@ def main(size: int, threads: int) -> None:
     devices = [d.device_type for d in tf.config.list_logical_devices()]
     print(json.dumps({"ready": True, "tf": tf.__version__, "devices": devices}), flush=True)
     for line in sys.stdin:
-        name = line.strip()
-        if name == "quit":
+        if line.strip() == "quit":
             break
-        start = time.perf_counter()
+        name, clock_name = line.split()
+        clock = time.process_time if clock_name == "cpu" else time.perf_counter
+        start = clock()
         workloads[name]()
-        print(json.dumps({"ms": (time.perf_counter() - start) * 1e3}), flush=True)
+        print(json.dumps({"ms": (clock() - start) * 1e3}), flush=True)
 
 
 if __name__ == "__main__":
