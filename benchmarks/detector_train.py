@@ -17,6 +17,10 @@ Rows (all at the same square input size, batch and 91 classes, weights random, n
   *our* head, anchors, losses and square-pad transform, so it differs from the SpineNet rows only in the backbone
   (trainable ``BatchNorm2d``, as for training from scratch).
 * ``spinenet49s`` / ``spinenet49``: `build_retinanet` with the registry defaults (49S: 128-d endpoints and head).
+* ``spinenet49+ckpt``: SpineNet-49 with activation checkpointing of every backbone block group and head tower
+  level (``--set model.grad_checkpointing=true`` in `torchspine train`): less activation memory, one more forward.
+  ``spinenet49+ckpt_backbone``: the backbone's block groups only (``model.backbone.set_grad_checkpointing()``); the
+  head, two thirds of the multiply-adds, is not recomputed.
 * ``tv_resnet50_fpn``: plain ``torchvision.models.detection.retinanet_resnet50_fpn(weights=None,
   weights_backbone=None)`` with ``min_size = max_size = size`` (square inputs are then not rescaled); torchvision's
   own head, anchors and losses, and trainable ``BatchNorm2d`` (what torchvision picks without pretrained weights).
@@ -53,7 +57,9 @@ from torch import Tensor, nn
 from torchspine.models.detection.retinanet import build_retinanet
 from torchspine.utils.allocator import keep_freed_memory
 
-MODELS = ("resnet50_fpn", "spinenet49s", "spinenet49", "tv_resnet50_fpn")
+MODELS = ("resnet50_fpn", "spinenet49s", "spinenet49", "spinenet49+ckpt", "spinenet49+ckpt_backbone", "tv_resnet50_fpn")
+CHECKPOINTED = "+ckpt"  # suffix: the same detector with activation checkpointing (``model.grad_checkpointing``)
+BACKBONE_ONLY = "_backbone"  # ... of the backbone's block groups only (the head keeps its activations)
 REFERENCE = "resnet50_fpn"
 NUM_CLASSES = 91
 BOXES_PER_IMAGE = 8
@@ -66,6 +72,12 @@ def build(name: str, size: int) -> nn.Module:
         return torchvision.models.detection.retinanet_resnet50_fpn(
             weights=None, weights_backbone=None, num_classes=NUM_CLASSES, min_size=size, max_size=size
         )
+    if CHECKPOINTED in name:
+        base = name.split(CHECKPOINTED)[0]
+        model = build_retinanet(base, num_classes=NUM_CLASSES, image_size=size)
+        model.backbone.set_grad_checkpointing(True)
+        model.head.set_grad_checkpointing(not name.endswith(BACKBONE_ONLY))
+        return model
     return build_retinanet(name, num_classes=NUM_CLASSES, image_size=size)
 
 

@@ -80,6 +80,9 @@ class ModelCfg:
         loss_style: Mask R-CNN training losses: ``tpu`` (tensorflow/tpu ``modeling/losses.py``, the paper's: RPN
             Huber 1/9 normalised per level, box-head Huber 1 over 4 x the foreground RoIs) or ``torchvision``
             (torchvision's smooth-L1 losses over all sampled anchors / RoIs). Mask R-CNN only.
+        grad_checkpointing: recompute the activations of every SpineNet block group (and of the RetinaNet head
+            towers, level by level) in the backward pass instead of keeping them: less training memory for about
+            one extra forward; gradients and BatchNorm statistics are unchanged. SpineNet backbones only.
     """
 
     task: Task = "retinanet"
@@ -104,6 +107,7 @@ class ModelCfg:
     head_num_filters: int | None = None
     head_num_convs: int | None = None
     loss_style: LossStyle = "tpu"
+    grad_checkpointing: bool = False
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,10 @@ def build_model(model: ModelCfg, num_classes: int, *, label_smoothing: float = 0
                 dropblock_min_level=model.dropblock_min_level,
             )
     built = _build_task(model, num_classes, backbone_args, label_smoothing)
+    if model.grad_checkpointing:
+        for module in built.modules():  # the SpineNet backbone and the RetinaNet head
+            if hasattr(module, "set_grad_checkpointing"):
+                module.set_grad_checkpointing(True)
     if model.init_from is not None:
         backbone = built.classifier.backbone if isinstance(built, TrainableClassifier) else built.backbone
         load_backbone_state(backbone, model.init_from)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchspine.errors import UsageError
 from torchspine.layers.activations import get_act_layer
 from torchspine.layers.blocks import BottleneckBlock, MBConvBlock, ResidualBlock
+from torchspine.layers.checkpoint import checkpointed
 from torchspine.layers.conv import ConvNormAct, NormLayer
 from torchspine.layers.padding import MaxPool2dSame, PadMode
 from torchspine.layers.resample import PoolMode, Resample, ResampleSepConv
@@ -93,10 +94,16 @@ class ScalePermutedBlock(nn.Module):
         self.act = act
         self.group = group
 
-    def forward(self, feats: dict[int, Tensor], size: tuple[int, int]) -> Tensor:
-        x = self.resample0(feats[self.sources[0]], size) + self.resample1(feats[self.sources[1]], size)
-        for j in self.merged:
-            x = x + feats[j]
+    def forward(self, feats: dict[int, Tensor], size: tuple[int, int], checkpoint: bool = False) -> Tensor:
+        """Args: feats: the features computed so far, by block index; size: this block's (H, W);
+        checkpoint: recompute this block's activations in the backward pass instead of keeping them."""
+        args = (feats[self.sources[0]], feats[self.sources[1]], tuple(feats[j] for j in self.merged), size)
+        return checkpointed(self, self._run, *args) if checkpoint else self._run(*args)
+
+    def _run(self, x0: Tensor, x1: Tensor, merged: tuple[Tensor, ...], size: tuple[int, int]) -> Tensor:
+        x = self.resample0(x0, size) + self.resample1(x1, size)
+        for m in merged:
+            x = x + m
         return self.group(self.act(x))
 
 
@@ -228,7 +235,15 @@ class SpineNet(nn.Module):
         self.feature_info: tuple[FeatureInfo, ...] = tuple(
             FeatureInfo(f"p{ep.level}", ep.level, 2**ep.level, ep.out_channels) for ep in self.plan.endpoints
         )
+        self.grad_checkpointing = False
         self.reset_parameters()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block group's activations (stem groups and scale-permuted blocks, resampling included)
+        in the backward pass instead of keeping them: less training memory for about one more forward of compute.
+        Gradients and BatchNorm statistics are unchanged (`torchspine.layers.checkpoint`); inference is unaffected.
+        """
+        self.grad_checkpointing = enable
 
     # -- construction -------------------------------------------------------------------------------------------
 
@@ -347,11 +362,12 @@ class SpineNet(nn.Module):
         sizes = {lvl: ((height + 2**lvl - 1) // 2**lvl, (width + 2**lvl - 1) // 2**lvl) for lvl in self._levels}
         x = self.stem_pool(self.stem(x))
         feats: dict[int, Tensor] = {}
+        ckpt = self.grad_checkpointing and self.training
         for i, group in enumerate(self.stem_blocks):
-            x = group(x)
+            x = checkpointed(group, group, x) if ckpt else group(x)
             feats[i] = x
         for block in self.blocks.values():
-            feats[block.index] = block(feats, sizes[block.level])
+            feats[block.index] = block(feats, sizes[block.level], ckpt)
             for j in self._release.get(block.index, ()):
                 del feats[j]
         out: OrderedDict[str, Tensor] = OrderedDict()

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
 from torchspine.layers.activations import get_act_layer
+from torchspine.layers.checkpoint import checkpointed
 from torchspine.models.detection.anchors import TFBoxCoder
 
 
@@ -69,8 +70,15 @@ class _Tower(nn.Module):
         )
         self.act = get_act_layer(act)()
         self.predict = _conv(widths[-1], out_channels, separable)
+        self.grad_checkpointing = False
 
     def forward(self, x: Tensor, level_index: int) -> Tensor:
+        if self.grad_checkpointing and self.training:
+            # Only this level's BatchNorms run in the recomputation.
+            return checkpointed(self.norms[level_index], self._forward, x, level_index)
+        return self._forward(x, level_index)
+
+    def _forward(self, x: Tensor, level_index: int) -> Tensor:
         norms = self.norms[level_index]
         for conv, bn in zip(self.convs, norms, strict=True):
             x = self.act(bn(conv(x)))
@@ -138,6 +146,11 @@ class RetinaNetHead(nn.Module):
         self.huber_delta, self.box_loss_weight = huber_delta, box_loss_weight
         self.box_coder = TFBoxCoder()
         self.reset_parameters()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each tower's activations, level by level, in the backward pass instead of keeping them
+        (`torchspine.layers.checkpoint`: same gradients and BatchNorm statistics)."""
+        self.cls.grad_checkpointing = self.box.grad_checkpointing = enable
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
