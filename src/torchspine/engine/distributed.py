@@ -84,3 +84,17 @@ def shard_dataset(dataset: Dataset) -> Dataset:
     if not (dist.is_available() and dist.is_initialized()):
         return dataset
     return Subset(dataset, list(range(dist.get_rank(), len(dataset), dist.get_world_size())))  # type: ignore[arg-type]
+
+
+def broadcast_buffers(module: nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics); nothing in a single process.
+
+    DDP broadcasts buffers at the start of each training forward, but after the last one every process has updated
+    its running statistics from its own batch. Evaluating (or exporting) without this step would score rank 1's
+    images with rank 1's statistics and rank 0's with rank 0's: a model that exists nowhere, and not the one the
+    main process saves.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
