@@ -184,6 +184,14 @@ def _check_enough_samples(num_samples: int, micro_batch: int, world_size: int, c
     )
 
 
+def _set_score_thresh(model: nn.Module, value: float) -> None:
+    """``eval.score_thresh`` on a detector's post-processing (the run's evaluations; classifiers have none)."""
+    if hasattr(model, "roi_heads"):  # Mask R-CNN: the box head's threshold
+        model.roi_heads.score_thresh = value
+    elif hasattr(model, "score_thresh"):  # RetinaNet
+        model.score_thresh = value
+
+
 def _check_same_start(steps: list[Any], directory: Path) -> None:
     """Every process must resume from the same step (or all start fresh), or DDP would pair different steps."""
     if len(set(steps)) > 1:
@@ -257,6 +265,7 @@ def train_experiment(
     _seed_everything(cfg.train.seed + dist_info.rank)
     train_set, val_set = build_datasets(cfg.data, cfg.model, CACHE_DIR)
     model = build_model(cfg.model, num_classes_for(cfg, train_set), label_smoothing=cfg.schedule.label_smoothing)
+    _set_score_thresh(model, cfg.eval.score_thresh)
     if dist_info.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(dump_config(cfg))
