@@ -216,7 +216,12 @@ def test_two_processes_train_like_one_write_once_and_evaluate_like_one(data, ref
 
     assert sorted(run_detections, key=key) == sorted(single_detections, key=key)
     assert _final_metrics(out) == {f"bbox/{k}": v for k, v in metrics["bbox"].items()}
-    assert metrics["bbox"]["AR100"] > 0  # the numbers compared are not all zero
+    # After 12 steps the COCO numbers are ~0 (scores are still near the 0.01 prior); the detections carry the test:
+    # 400 boxes and scores that differ from image to image, equal to the last bit. They depend on the BatchNorm
+    # running statistics, which differ between the processes after training until the evaluation syncs them.
+    # (tests/test_distributed.py checks non-zero COCO numbers through the same gathering with a fake detector.)
+    scores = {d["score"] for d in single_detections}
+    assert len(scores) > 100 and any(d["bbox"][2] * d["bbox"][3] > 0 for d in single_detections)
 
 
 def test_two_nodes_on_one_machine_form_one_job(data, reference, launcher, tmp_path):
