@@ -287,8 +287,10 @@ def test_kill_9_of_one_worker_restarts_the_group_which_resumes_exactly(data, ref
     os.kill(victim, signal.SIGKILL)  # the run is at step 4 or later, with 8 steps left: mid-run
     output = launcher.finish(proc)
 
+    assert "(exitcode: -9) local_rank: 1" in output  # torchrun saw the kill of a live worker
     resumed = [int(step) for step in re.findall(r"resumed from step (\d+)", output)]
-    assert len(resumed) == 1 and 4 <= resumed[0] < STEPS, output[-4000:]  # the restarted group resumed once
+    # Both processes of the restarted group resumed, from the same checkpoint, once.
+    assert len(resumed) == 2 and resumed[0] == resumed[1] and 4 <= resumed[0] < STEPS, output[-4000:]
     assert f"finished at step {STEPS}/{STEPS}" in output
     _assert_same_parameters(_parameters(out), reference)
 
