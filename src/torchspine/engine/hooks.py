@@ -183,7 +183,9 @@ class CheckpointHook(Hook):
             self._save(trainer, agreed=True)
 
     def after_train(self, trainer: Trainer) -> None:
-        # Called from the loop's `finally`: sys.exc_info() is the exception ending the loop, if any.
+        # Called from the loop's `finally`: sys.exc_info() is the exception ending the loop, if any (or one the
+        # caller is handling around the whole run; then only this fallback save is skipped: the final and stop
+        # saves happen in after_step).
         failure = sys.exc_info()[1]
         if failure is not None and not isinstance(failure, NonFiniteLossError):
             if self.enabled:
