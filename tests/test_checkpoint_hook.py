@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from test_trainer import _trainer
-from torchspine.engine.checkpoint import CheckpointManager, build_checkpoint
+from torchspine.engine.checkpoint import CheckpointManager, build_checkpoint, capture_rng_state
+from torchspine.engine.distributed import DistInfo
 from torchspine.engine.hooks import CheckpointHook
+from torchspine.engine.run import _restore_rng
 from torchspine.engine.signals import GracefulExit
 from torchspine.engine.trainer import NonFiniteLossError, Trainer
 
@@ -62,3 +64,16 @@ def test_the_final_save_is_agreed_and_an_abort_is_still_saved(tmp_path):
     saved = manager.load()  # written between steps, on every process alike: kept for inspection
     assert saved["loop"]["nonfinite_in_a_row"] == 2 and "extra" not in saved
     assert torch.is_tensor(next(iter(saved["model"].values())))
+
+
+def test_each_process_resumes_its_own_random_stream():
+    torch.manual_seed(1)
+    rank0 = capture_rng_state()
+    torch.manual_seed(2)
+    rank1 = capture_rng_state()
+    expected = torch.rand(3)
+    checkpoint = {"rng": rank0, "rng_per_rank": [rank0, rank1]}
+    _restore_rng(checkpoint, DistInfo(rank=1, local_rank=1, world_size=2))
+    assert torch.equal(torch.rand(3), expected)
+    _restore_rng({"rng": rank1}, DistInfo())  # single-process checkpoints have only "rng"
+    assert torch.equal(torch.rand(3), expected)

@@ -194,6 +194,10 @@ def test_two_processes_train_like_one_write_once_and_evaluate_like_one(data, ref
     # 1. The same parameters as one process with the same global batches.
     _assert_same_parameters(_parameters(out), reference)
 
+    # The checkpoints carry each process's random streams (seeded seed + rank), for exact elastic resumes.
+    streams = torch.load(out / "checkpoints" / f"ckpt-{STEPS:08d}.pt", weights_only=True)["rng_per_rank"]
+    assert len(streams) == 2 and not torch.equal(streams[0]["torch"], streams[1]["torch"])
+
     # 2. Only rank 0 writes files; the audit does see rank 0's checkpoints, metrics and detections.
     writes = _audited_writes(output, out)
     assert "1" not in writes, writes.get("1")
