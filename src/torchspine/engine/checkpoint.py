@@ -513,12 +513,16 @@ class CheckpointManager:
         found = self._newest_valid()
         return None if found is None else found[0]
 
-    def load(self, path: str | os.PathLike | None = None, map_location: Any = "cpu") -> dict[str, Any]:
+    def load(
+        self, path: str | os.PathLike | None = None, map_location: Any = "cpu", *, update_best: bool = True
+    ) -> dict[str, Any]:
         """Load and validate a checkpoint (``weights_only=True``).
 
         Args:
             path: file to load; None loads the newest valid step checkpoint (loading it only once).
             map_location: where tensors go.
+            update_best: repair ``best.pt`` if a crash left it behind the loaded checkpoint. False for readers
+                that must not write (the non-main processes of a distributed run).
 
         Returns:
             The checkpoint dict.
@@ -532,6 +536,8 @@ class CheckpointManager:
         found = self._newest_valid(map_location)
         if found is None:
             raise FileNotFoundError(errno.ENOENT, "no valid checkpoint", str(self.directory))
+        if not update_best:
+            return found[1]
         # A crash between writing a step checkpoint and linking best.pt to it leaves best.pt behind; the run that
         # resumes from that checkpoint never saves it again, so catch up here (a no-op when best.pt is current).
         try:

@@ -36,10 +36,26 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world_size)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=_round_store(info), rank=info.rank, world_size=world_size)
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
+
+
+def _round_store(info: DistInfo) -> dist.Store:
+    """The ``env://`` store under a prefix unique to this start of the process group.
+
+    ``torchrun`` keeps one store for the whole job and its workers share it; after an elastic restart the new
+    workers would find the previous workers' connection keys still there and read them before their peers
+    overwrite them (gloo then connects to dead ports, NCCL to a stale unique id: pytorch/pytorch#135712). Its
+    ``TORCHELASTIC_RESTART_COUNT`` is not a fix: it counts the restarts of the local node's group only. Instead every
+    process counts, in the store, how often its rank of a group of this size has joined; a restart restarts every
+    process, so all of them get the same count and together use fresh keys.
+    """
+    store, _, _ = next(dist.rendezvous("env://", rank=info.rank, world_size=info.world_size))
+    joined = store.add(f"torchspine/joins/world{info.world_size}/rank{info.rank}", 1)
+    return dist.PrefixStore(f"torchspine/world{info.world_size}/start{joined}", store)
 
 
 def wrap_model(model: nn.Module, info: DistInfo, device: torch.device, *, sync_bn: bool = True) -> nn.Module:
@@ -85,3 +101,17 @@ def shard_dataset(dataset: Dataset) -> Dataset:
     if not (dist.is_available() and dist.is_initialized()):
         return dataset
     return Subset(dataset, list(range(dist.get_rank(), len(dataset), dist.get_world_size())))  # type: ignore[arg-type]
+
+
+def broadcast_buffers(module: nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics); nothing in a single process.
+
+    DDP broadcasts buffers at the start of each training forward, but after the last one every process has updated
+    its running statistics from its own batch. Evaluating (or exporting) without this step would score rank 1's
+    images with rank 1's statistics and rank 0's with rank 0's: a model that exists nowhere, and not the one the
+    main process saves.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -13,7 +14,7 @@ from tqdm import tqdm
 from torchspine.engine.checkpoint import CheckpointManager
 from torchspine.engine.metrics import MetricsLog
 from torchspine.engine.signals import GracefulExit
-from torchspine.engine.trainer import Hook, Trainer
+from torchspine.engine.trainer import Hook, NonFiniteLossError, Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,14 @@ class CheckpointHook(Hook):
             ``stop_agreed`` (any process's flag, agreed by all processes in the step), so a signal to one rank
             stops every rank after the same step.
         enabled: False on non-main processes (they still stop on the signal).
+        collect: called on every process at each save the processes agree on (periodic, final, stop), before the
+            main process writes; its entries join the checkpoint. Under DDP it may run a collective (the per-rank
+            RNG states), which is why it is never called on a path only some processes take.
+
+    A loop that dies inside a step (a crashed peer process, a data error) leaves no new checkpoint: its data
+    position already counts the batches of the unfinished step, so a checkpoint of that moment would resume past
+    them. The previous periodic checkpoint is the one to resume from. A run aborted for non-finite losses
+    (`NonFiniteLossError`, raised between steps on every process alike) is still saved, for inspection.
     """
 
     def __init__(
@@ -148,24 +157,42 @@ class CheckpointHook(Hook):
         state: Callable[[Trainer], dict[str, Any]],
         stop: GracefulExit,
         enabled: bool = True,
+        collect: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.manager, self.every_steps, self.state, self.stop, self.enabled = manager, every_steps, state, stop, enabled
+        self.collect = collect
         self.saved_step = -1
 
-    def _save(self, trainer: Trainer) -> None:
-        if self.enabled and self.saved_step != trainer.step:
-            path = self.manager.save(self.state(trainer), trainer.step, getattr(trainer, "metrics", None))
-            self.saved_step = trainer.step
+    def _save(self, trainer: Trainer, agreed: bool) -> None:
+        if self.saved_step == trainer.step:
+            return
+        extra = self.collect() if agreed and self.collect is not None else {}
+        if self.enabled:
+            state = {**self.state(trainer), **extra}
+            path = self.manager.save(state, trainer.step, getattr(trainer, "metrics", None))
             logger.info("checkpoint %s", path)
+        self.saved_step = trainer.step
 
     def after_step(self, trainer: Trainer, losses: Mapping[str, float] | None) -> None:
         if trainer.stop_agreed:
             cause = self.stop.received.name if self.stop.received is not None else "a signal (another process)"
             logger.warning("received %s: saving and stopping after step %d", cause, trainer.step)
             trainer.should_stop = True
-            self._save(trainer)
-        elif trainer.step % self.every_steps == 0 and losses is not None:
-            self._save(trainer)
+            self._save(trainer, agreed=True)
+        elif losses is not None and (trainer.step % self.every_steps == 0 or trainer.step >= trainer.max_steps):
+            self._save(trainer, agreed=True)
 
     def after_train(self, trainer: Trainer) -> None:
-        self._save(trainer)
+        # Called from the loop's `finally`: sys.exc_info() is the exception ending the loop, if any (or one the
+        # caller is handling around the whole run; then only this fallback save is skipped: the final and stop
+        # saves happen in after_step).
+        failure = sys.exc_info()[1]
+        if failure is not None and not isinstance(failure, NonFiniteLossError):
+            if self.enabled:
+                logger.warning(
+                    "training failed during step %d (%s): no checkpoint of this moment; resume from the last one",
+                    trainer.step + 1,
+                    type(failure).__name__,
+                )
+            return
+        self._save(trainer, agreed=False)

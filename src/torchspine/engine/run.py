@@ -35,9 +35,15 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from torchspine.config import ExperimentCfg, ModelCfg, dump_config, validate_world_size
 from torchspine.engine.build import build_datasets, build_model, build_optimizer, build_schedule, num_classes_for
-from torchspine.engine.checkpoint import CheckpointManager, build_checkpoint, restore_rng_state
+from torchspine.engine.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    build_checkpoint,
+    capture_rng_state,
+    restore_rng_state,
+)
 from torchspine.engine.classification_eval import evaluate_classifier
-from torchspine.engine.distributed import DistInfo, init_distributed, wrap_model
+from torchspine.engine.distributed import DistInfo, broadcast_buffers, gather_to_all, init_distributed, wrap_model
 from torchspine.engine.evaluation import evaluate_detector
 from torchspine.engine.export import export_model
 from torchspine.engine.hooks import CheckpointHook, EvalHook, ProgressHook
@@ -105,7 +111,9 @@ def _seed_everything(seed: int) -> None:
 ResumeMode = Literal["never", "auto", "must"]
 
 # Config keys a resumed run may change: how long it runs, how often it logs, evaluates and saves, where the same data
-# and spec file now live (another machine's mount point), how data is loaded. Anything else (model, optimizer,
+# and spec file now live (another machine's mount point), how data is loaded, and how the unchanged global batch is
+# split into accumulation steps (what a resume on fewer processes changes to stay exact: 2 processes x 1 step ==
+# 1 process x 2 steps, see `torchspine.engine.sampler`). Anything else (model, optimizer,
 # schedule, batch, augmentation, seed) would make the resumed run a different experiment from the one its
 # checkpoint belongs to. (A spec file describing another architecture fails the strict weight load instead.)
 RESUMABLE_CHANGES = (
@@ -116,6 +124,7 @@ RESUMABLE_CHANGES = (
     "train.keep_last",
     "train.tensorboard",
     "train.eval_every_epochs",
+    "train.grad_accum_steps",
     "eval.*",
     "data.data",
     "data.num_workers",
@@ -170,13 +179,12 @@ def _variant_label(model: ModelCfg) -> str:
 
 
 def _check_enough_samples(num_samples: int, micro_batch: int, world_size: int, cfg: ExperimentCfg) -> None:
-    """Fail at once when the training split cannot fill one batch per process.
+    """Fail at once when the training split cannot fill one global batch.
 
-    The loader drops the last partial batch (every step must see the configured batch, and every rank the same
-    number of batches under DDP), so such a split would give empty epochs and a loop that never reaches a step.
+    The sampler drops the last partial global batch (every step must see the configured batch, and every rank the
+    same number of batches under DDP), so such a split would give empty epochs and a loop that never reaches a step.
     """
-    per_rank = num_samples // world_size
-    if per_rank >= micro_batch:
+    if num_samples >= cfg.train.global_batch_size:
         return
     source = cfg.data.data or "the built-in demo data"
     skipped = " after skipping bad images (data.skip_bad=true)" if cfg.data.skip_bad else ""
@@ -186,6 +194,62 @@ def _check_enough_samples(num_samples: int, micro_batch: int, world_size: int, c
         f"process(es) x {cfg.train.grad_accum_steps} accumulation step(s). Add images or lower "
         f"train.global_batch_size (e.g. --set train.global_batch_size={max(1, num_samples)})"
     )
+
+
+def _set_score_thresh(model: nn.Module, value: float) -> None:
+    """``eval.score_thresh`` on a detector's post-processing (the run's evaluations; classifiers have none)."""
+    if hasattr(model, "roi_heads"):  # Mask R-CNN: the box head's threshold
+        model.roi_heads.score_thresh = value
+    elif hasattr(model, "score_thresh"):  # RetinaNet
+        model.score_thresh = value
+
+
+def _check_same_start(steps: list[Any], directory: Path) -> None:
+    """Every process must resume from the same step (or all start fresh), or DDP would pair different steps."""
+    if len(set(steps)) > 1:
+        found = ", ".join(f"rank {r}: {'none' if s is None else f'step {s}'}" for r, s in enumerate(steps))
+        raise UsageError(
+            f"the processes found different checkpoints to resume from in {directory} ({found}). Every node must "
+            "see the same --output-dir: put it on a filesystem shared by all nodes"
+        )
+
+
+def _resume_position(checkpoint: Mapping[str, Any], micro_batch: int, world_size: int, directory: Path) -> int:
+    """This process's micro-batches already consumed in the checkpoint's epoch, for the current world size.
+
+    The checkpoint records the samples all processes consumed together (``data_position``); the sampler lays out
+    the same global batches for every world size, so that count divided by one round of micro-batches over all
+    processes is the position, whatever world size wrote the checkpoint.
+    """
+    consumed, per_round = int(checkpoint["data_position"]), micro_batch * world_size
+    if consumed % per_round:
+        raise CheckpointError(
+            f"cannot resume from {directory} on {world_size} process(es): the checkpoint is {consumed} samples into "
+            f"its epoch, not a whole number of rounds of {world_size} x {micro_batch} samples (train.grad_accum_steps "
+            "changed after a skipped step?). Resume with the checkpoint's world size and train.grad_accum_steps"
+        )
+    saved_world = int(checkpoint.get("world_size", 1))
+    if saved_world != world_size:
+        logger.warning(
+            "resuming a run of %d process(es) on %d: the same global batches follow in the same order, each process "
+            "now taking %d image(s) per micro-batch; BatchNorm statistics and the loss normaliser are per micro-batch, "
+            "so the run equals the original only if train.grad_accum_steps keeps processes x accumulation steps",
+            saved_world,
+            world_size,
+            micro_batch,
+        )
+    return consumed // per_round
+
+
+def _restore_rng(checkpoint: Mapping[str, Any], dist_info: DistInfo) -> None:
+    """Continue each process's own random streams; a process the checkpoint has none for keeps its fresh seed."""
+    states = checkpoint.get("rng_per_rank") or [checkpoint["rng"]]
+    if dist_info.rank < len(states):
+        restore_rng_state(states[dist_info.rank])
+    else:
+        logger.info(
+            "rank %d: no RNG state in the checkpoint (written by fewer processes); fresh streams", dist_info.rank
+        )
 
 
 def train_experiment(
@@ -213,16 +277,25 @@ def train_experiment(
     _seed_everything(cfg.train.seed + dist_info.rank)
     train_set, val_set = build_datasets(cfg.data, cfg.model, CACHE_DIR)
     model = build_model(cfg.model, num_classes_for(cfg, train_set), label_smoothing=cfg.schedule.label_smoothing)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    _set_score_thresh(model, cfg.eval.score_thresh)
     if dist_info.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(dump_config(cfg))
         if cfg.data.holdout_images > 0:  # the images that give the reward, for audits and later evaluations
             held = {"train_split": cfg.data.train_split, "seed": cfg.data.holdout_seed, "image_ids": val_set.ids}
             (output_dir / "holdout_ids.json").write_text(json.dumps(held) + "\n")
 
-    # Per-sample augmentation seeds: exact resume with data-loading workers too (engine/sample_seeds.py).
-    sampler = SeededSampler(len(train_set), seed=cfg.train.seed, rank=dist_info.rank, world_size=dist_info.world_size)
     _check_enough_samples(len(train_set), micro_batch, dist_info.world_size, cfg)
+    # Per-sample augmentation seeds (engine/sample_seeds.py) over the global-batch layout (engine/sampler.py): exact
+    # resume with data-loading workers and on another world size.
+    sampler = SeededSampler(
+        len(train_set),
+        seed=cfg.train.seed,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+        micro_batch=micro_batch,
+        accum_steps=cfg.train.grad_accum_steps,
+    )
     loader = DataLoader(
         SeededSamples(train_set),
         batch_size=micro_batch,
@@ -233,7 +306,7 @@ def train_experiment(
         generator=torch.Generator(),
         persistent_workers=False,
     )
-    steps_per_epoch = max(1, len(sampler) // micro_batch // cfg.train.grad_accum_steps)
+    steps_per_epoch = sampler.steps_per_epoch  # whole global batches: the same for every world size
     optimizer = build_optimizer(cfg.optim, model, cfg.train.global_batch_size)
     scheduler, total_steps = build_schedule(cfg.schedule, optimizer, steps_per_epoch, cfg.train.global_batch_size)
     max_steps = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps
@@ -251,7 +324,8 @@ def train_experiment(
     checkpoint = None
     if mode != "never":
         try:
-            checkpoint = manager.load()  # the newest checkpoint that loads and validates, read once
+            # The newest checkpoint that loads and validates, read once; only the main process repairs best.pt.
+            checkpoint = manager.load(update_best=dist_info.is_main)
         except FileNotFoundError:
             if mode == "must":
                 raise FileNotFoundError(
@@ -262,6 +336,8 @@ def train_experiment(
     if checkpoint is not None:
         check_resumable_config(checkpoint.get("config", {}), cfg, output_dir)
     resume_step = int(checkpoint["loop"]["step"]) if checkpoint is not None else None
+    if dist_info.world_size > 1:
+        _check_same_start(gather_to_all(resume_step), manager.directory)
     if mode != "never" and dist_info.is_main:  # the records of steps this run repeats (and a torn last line) go
         rewind_jsonl(output_dir / "metrics.jsonl", resume_step or 0)
     log = MetricsLog(
@@ -273,6 +349,7 @@ def train_experiment(
     distributed = dist_info.world_size > 1
 
     def evaluate() -> dict[str, dict[str, float]]:
+        broadcast_buffers(inner)  # every process scores with the model the main process saves
         subset = val_set
         if cfg.eval.max_images is not None:
             subset = Subset(val_set, range(min(cfg.eval.max_images, len(val_set))))
@@ -310,23 +387,34 @@ def train_experiment(
             optimizer=t.optimizer,
             step=t.step,
             epoch=t.epoch,
-            data_position=t.position * micro_batch,
+            # All processes together: the sampler's layout is the same for every world size, so this is where a
+            # resume on any number of processes continues (`_resume_position`).
+            data_position=t.position * micro_batch * dist_info.world_size,
             scheduler=t.scheduler,
             scaler=t.scaler if t.scaler.is_enabled() else None,
             config=dataclasses.asdict(cfg),
             metrics=getattr(t, "metrics", None),
+            world_size=dist_info.world_size,
             **t.progress_state(),
         )
+
+    def rank_states() -> dict[str, Any]:
+        # Every process's RNG streams (augmentation, drop-path draw per process): a collective at agreed saves.
+        states = gather_to_all(capture_rng_state())
+        return {"rng_per_rank": states} if distributed else {}
 
     eval_every = max(1, math.ceil(cfg.train.eval_every_epochs * steps_per_epoch))
     trainer.hooks = [
         ProgressHook(log, cfg.train.global_batch_size, cfg.train.log_every, enabled=dist_info.is_main),
         EvalHook(evaluate, eval_every, log, enabled=dist_info.is_main),
-        CheckpointHook(manager, cfg.train.checkpoint_every_steps, state, stop, enabled=dist_info.is_main),
+        CheckpointHook(
+            manager, cfg.train.checkpoint_every_steps, state, stop, enabled=dist_info.is_main, collect=rank_states
+        ),
     ]
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)  # model, optimizer, scheduler, scaler, loop and hooks
-        restore_rng_state(checkpoint["rng"])
+        trainer.position = _resume_position(checkpoint, micro_batch, dist_info.world_size, manager.directory)
+        _restore_rng(checkpoint, dist_info)
         logger.info("resumed from step %d in %s", trainer.step, manager.directory)
         del checkpoint
     try:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from torchspine.engine.trainer import ResumableSampler
+from torchspine.engine.sampler import ResumableSampler
 
 __all__ = ["SeededSampler", "SeededSamples", "sample_seed"]
 

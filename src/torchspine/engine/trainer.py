@@ -18,9 +18,10 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from torchspine.engine.clipping import ClipMode, GradientClipper
+from torchspine.engine.sampler import ResumableSampler
 from torchspine.errors import TorchspineError
 
 logger = logging.getLogger(__name__)
@@ -30,53 +31,6 @@ AmpMode = Literal["none", "bf16", "fp16"]
 
 class NonFiniteLossError(TorchspineError, RuntimeError):
     """Too many consecutive steps had a NaN or infinite loss: the run is diverging."""
-
-
-class ResumableSampler(Sampler[int]):
-    """A seeded random permutation per epoch, sharded across processes, that can start mid-epoch.
-
-    Every process draws the same permutation (seed + epoch) and takes every ``world_size``-th index from its rank,
-    as ``DistributedSampler`` does (the tail is dropped so all ranks see the same number of samples). ``start``
-    skips the samples this rank already consumed in the epoch, which is what makes resumed runs exact.
-
-    Args:
-        num_samples: dataset length.
-        seed: base seed of the permutations.
-        rank: this process's rank.
-        world_size: number of processes.
-        shuffle: random permutation (True) or dataset order.
-    """
-
-    def __init__(
-        self, num_samples: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True
-    ) -> None:
-        if num_samples < world_size:
-            raise ValueError(f"{num_samples} samples cannot be shared by {world_size} processes")
-        self.num_samples, self.seed, self.rank, self.world_size, self.shuffle = (
-            num_samples,
-            seed,
-            rank,
-            world_size,
-            shuffle,
-        )
-        self.epoch = 0
-        self.start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def __len__(self) -> int:
-        return self.num_samples // self.world_size - self.start
-
-    def __iter__(self) -> Iterator[int]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator).tolist()
-        else:
-            order = list(range(self.num_samples))
-        per_rank = self.num_samples // self.world_size
-        mine = order[self.rank : per_rank * self.world_size : self.world_size]
-        return iter(mine[self.start :])
 
 
 class Hook:
