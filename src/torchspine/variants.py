@@ -59,6 +59,7 @@ class MaskRCNNDefaults:
         num_convs: convs of the box and mask heads.
         fc_dim: width of the box head's FC.
         anchor_size: RPN anchor size in strides.
+        rpn_num_convs: convs of the RPN head.
         params: published model-zoo parameters (91 classes).
         macs: published "FLOPs" (multiply-adds; box head on 1000 proposals, mask head on 100 detections).
     """
@@ -68,6 +69,7 @@ class MaskRCNNDefaults:
     num_convs: int = 4
     fc_dim: int = 1024
     anchor_size: float = 3.0
+    rpn_num_convs: int = 1
     params: float | None = None
     macs: float | None = None
 
@@ -186,7 +188,9 @@ BACKBONES: dict[str, BackboneDefaults] = {
         620.98e9,
         "blocks x4, widths x1.3, alpha 1.0, 512-d endpoints",
         RetinaNetDefaults(num_convs=7, num_filters=512, anchor_size=4.0, params=163_637_351, macs=1881.7e9),
-        MaskRCNNDefaults(1536, head_dim=384, num_convs=7, anchor_size=5.0, params=168.2e6, macs=1685.7e9),
+        MaskRCNNDefaults(
+            1536, head_dim=384, num_convs=7, anchor_size=5.0, rpn_num_convs=7, params=168.2e6, macs=1685.7e9
+        ),
         ClassificationReference(127.1e6, 19.1e9),
     ),
     "spinenet49_mobile": BackboneDefaults(
