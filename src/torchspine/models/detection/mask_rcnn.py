@@ -1,15 +1,17 @@
 """Mask R-CNN with a SpineNet (or ResNet-FPN) backbone, composed from torchvision's ``MaskRCNN``.
 
-Du et al., 2020, §4.2; official code: tensorflow/tpu ``maskrcnn_config.py`` + ``configs/spinenet/*_mrcnn.yaml``
-and Model Garden ``maskrcnn_model.py`` (Apache-2.0):
+Du et al., 2020, §4.2; official code: tensorflow/tpu ``maskrcnn_config.py`` + ``configs/spinenet/*_mrcnn.yaml``,
+``modeling/architecture/heads.py``, ``maskrcnn_model.py`` and Model Garden ``maskrcnn_model.py`` (Apache-2.0). The
+heads have the structure of tensorflow/tpu ``heads.py``, so its checkpoints convert tensor for tensor:
 
-* RPN: one 3x3 conv (head width) shared across levels with a BatchNorm per level, then 1x1 objectness and box
-  predictors;
-  anchors of size 3 (5 for SpineNet-190), one scale, aspect ratios 0.5/1/2;
-* RoIs from P3-P7 by ``floor(4 + log2(sqrt(area) / 224))`` (torchvision's level mapper), 7x7 for boxes and
-  14x14 for masks (``featmap_names`` passed explicitly: torchvision silently ignores unknown keys);
-* box head: 4 x (3x3 conv + BN + act), 1 FC(1024) + BN + act, then class and box FCs;
+* RPN: ``rpn_num_convs`` 3x3 convs (1; 7 for SpineNet-190) shared across levels with a BatchNorm per level, then 1x1
+  objectness and box predictors; anchors of size 3 (5 for SpineNet-190), one scale, aspect ratios 0.5/1/2;
+* RoIs from the backbone's levels by ``floor(4 + log2(sqrt(area) / 224))``, 7x7 for boxes and 14x14 for masks;
+* box head: 4 x (3x3 conv + BN + act), 1 FC(1024) + BN + act, then class and class-specific box FCs;
 * mask head: 4 x (3x3 conv + BN + act), 2x2/2 deconv + BN + act, 1x1 to one 28x28 mask per class;
+  every conv and FC has a bias, as the official ``tf.layers`` defaults;
+* ``box_ops="tpu"`` (default): tensorflow/tpu's RoIAlign, proposal selection and "+1" box coding (see
+  `build_mask_rcnn`); ``"torchvision"``: torchvision's;
 * sampling: RPN 256 anchors/image (half positive, IoU 0.7/0.3), proposals 2000 -> 1000 (train) and
   1000 -> 1000 (test) with NMS 0.7; 512 RoIs/image, 25 % foreground at IoU 0.5.
 
@@ -28,12 +30,14 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from torchspine.errors import UsageError
 from torchspine.layers.activations import get_act_layer
 from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder, feature_levels
 from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES, ResNetFPN
 from torchspine.models.detection.roi import TPUMultiLevelRoIAlign, multiscale_roi_align
+from torchspine.models.detection.rpn import TPURegionProposalNetwork
 from torchspine.models.detection.transform import SquarePadTransform
 from torchspine.registry import create_model
 from torchspine.variants import backbone_defaults
@@ -187,8 +191,9 @@ def build_mask_rcnn(
         rpn_num_convs: convs of the RPN head (default: 1; 7 for 190).
         num_fcs: FC layers of the box head (the SpineNet recipes: 1).
         box_ops: ``"tpu"``: RoIAlign and box coding as the official tensorflow/tpu Mask R-CNN
-            (`TPUMultiLevelRoIAlign`, one sample per bin; the legacy "+1" box sizes of its ``box_utils``), which
-            converted checkpoints need to reproduce the official outputs. ``"torchvision"``: torchvision's
+            (`TPUMultiLevelRoIAlign`, one sample per bin; the legacy "+1" box sizes of its ``box_utils``; its
+            proposal selection, `TPURegionProposalNetwork`), which converted checkpoints need to reproduce the
+            official outputs. ``"torchvision"``: torchvision's
             ``MultiScaleRoIAlign`` (2x2 samples per bin) and box coding without the offset.
 
     The RPN levels, anchors, RoI pooling levels and padding follow the backbone's ``feature_info``. Weights files
@@ -265,9 +270,27 @@ def build_mask_rcnn(
     )
     model.transform = SquarePadTransform(image_size or d.image_size, size_divisible=2 ** levels[-1])
     tpu = 1.0 if box_ops == "tpu" else 0.0
+    if box_ops == "tpu":
+        model.rpn = _tpu_rpn(model.rpn)
     model.rpn.box_coder = TFBoxCoder(decode_offset=tpu)  # tensorflow/tpu: RPN targets without, proposals with +1
     model.roi_heads.box_coder = TFBoxCoder((10.0, 10.0, 5.0, 5.0), encode_offset=tpu, decode_offset=tpu)
     return model
+
+
+def _tpu_rpn(rpn: RegionProposalNetwork) -> TPURegionProposalNetwork:
+    """The same RPN (head, anchors, matching, sampling, thresholds) with tensorflow/tpu's proposal selection."""
+    return TPURegionProposalNetwork(
+        rpn.anchor_generator,
+        rpn.head,
+        rpn.proposal_matcher.high_threshold,
+        rpn.proposal_matcher.low_threshold,
+        rpn.fg_bg_sampler.batch_size_per_image,
+        rpn.fg_bg_sampler.positive_fraction,
+        rpn._pre_nms_top_n,
+        rpn._post_nms_top_n,
+        rpn.nms_thresh,
+        rpn.score_thresh,
+    )
 
 
 def _roi_pool(backbone: nn.Module, output_size: int, box_ops: str) -> nn.Module:
