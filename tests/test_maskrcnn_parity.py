@@ -152,3 +152,43 @@ def test_torchvision_roi_align_is_not_the_official_one(inputs, official, convert
     model.roi_heads.box_roi_pool = multiscale_roi_align(model.backbone, output_size=7)
     ours = _stages(model, *inputs)
     assert relative_error(ours["roi_features_7"], official["roi_features_7"]) > 100 * TOLERANCE
+
+
+def test_box_ops_selects_the_implementation():
+    from torchvision.models.detection.rpn import RegionProposalNetwork
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from torchspine.errors import UsageError
+    from torchspine.models.detection.mask_rcnn import build_mask_rcnn
+    from torchspine.models.detection.rpn import TPURegionProposalNetwork
+
+    tpu = build_mask_rcnn("test_spinenet", num_classes=3, image_size=128)
+    assert isinstance(tpu.rpn, TPURegionProposalNetwork) and isinstance(
+        tpu.roi_heads.mask_roi_pool, TPUMultiLevelRoIAlign
+    )
+    assert tpu.rpn.box_coder.decode_offset == 1 and tpu.roi_heads.box_coder.encode_offset == 1
+    tv = build_mask_rcnn("test_spinenet", num_classes=3, image_size=128, box_ops="torchvision")
+    assert type(tv.rpn) is RegionProposalNetwork and type(tv.roi_heads.box_roi_pool) is MultiScaleRoIAlign
+    assert tv.roi_heads.box_coder.decode_offset == 0
+    with pytest.raises(UsageError, match="box_ops"):
+        build_mask_rcnn("test_spinenet", num_classes=3, image_size=128, box_ops="detectron2")
+
+
+def test_legacy_box_coding_round_trips():
+    from torchspine.models.detection.anchors import TFBoxCoder
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(20, 2, generator=g) * 100
+    anchors = torch.cat([xy, xy + 5 + torch.rand(20, 2, generator=g) * 50], 1)
+    xy = torch.rand(20, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + 5 + torch.rand(20, 2, generator=g) * 50], 1)
+    coder = TFBoxCoder((10.0, 10.0, 5.0, 5.0), encode_offset=1.0, decode_offset=1.0)
+    codes = coder.encode_single(boxes, anchors)
+    # (ty, tx, th, tw) with the "+1" sizes of tensorflow/tpu box_utils.encode_boxes
+    h, ha = boxes[:, 3] - boxes[:, 1] + 1, anchors[:, 3] - anchors[:, 1] + 1
+    ty = 10 * ((boxes[:, 1] + 0.5 * h) - (anchors[:, 1] + 0.5 * ha)) / ha
+    torch.testing.assert_close(codes[:, 0], ty)
+    torch.testing.assert_close(codes[:, 2], 5 * torch.log(h / ha))
+    torch.testing.assert_close(coder.decode_single(codes, anchors), boxes, rtol=0, atol=1e-4)
+    plain = TFBoxCoder((10.0, 10.0, 5.0, 5.0))
+    assert not torch.allclose(plain.decode_single(codes, anchors), boxes, atol=1e-2)
