@@ -4,7 +4,7 @@ The fixture ``tpu_spinenet49_maskrcnn_tiny`` holds a checkpoint and outputs writ
 code (``tf_reference/write_tf1_maskrcnn.py``); no TensorFlow is needed here. The checkpoint goes through
 ``torchspine convert`` and `torchspine.load_model`, and every stage of the converted model is compared with the
 official one on the same input: backbone endpoints, raw RPN outputs per level, RoIAlign features of fixed RoIs, the
-Fast R-CNN head's class and box outputs and their decoded boxes, and the mask logits.
+Fast R-CNN head's class and box outputs and their decoded boxes, the mask logits, and the RPN proposals.
 
 Criterion (per output): ``max |ours - official| <= 1e-4 * max |official|``, fp32, eval mode, CPU.
 """
@@ -16,6 +16,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 
 import torchspine
 from conftest import OFFICIAL
@@ -139,6 +141,56 @@ def test_every_fixture_output_is_compared(ours, official):
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_matches_official(ours, official, stage):
     assert relative_error(ours[stage], official[stage]) <= TOLERANCE
+
+
+def _proposals_match(model, image: torch.Tensor, official: dict[str, np.ndarray]) -> bool:
+    with torch.no_grad():
+        boxes, _ = model.rpn(ImageList(image, [tuple(image.shape[-2:])]), model.backbone(image))
+    ref = official["proposals"][0][: len(boxes[0])]
+    ours = boxes[0][:, [1, 0, 3, 2]].numpy()
+    close = np.abs(ours[:, None, :] - ref[None, :, :]).max(-1) <= TOLERANCE * np.abs(ref).max()
+    return bool(close.any(axis=1).all() and close.any(axis=0).all())
+
+
+@pytest.mark.parametrize("change", ["torchvision_rpn", "no_plus_one"])
+def test_proposals_need_the_official_selection_and_decoding(converted, inputs, official, change):
+    model = torchspine.load_model(converted[0])
+    assert _proposals_match(model, inputs[0], official)
+    if change == "torchvision_rpn":
+        model.rpn.__class__ = RegionProposalNetwork  # clips to W, not W - 1, and drops tiny boxes
+    else:
+        model.rpn.box_coder.decode_offset = 0.0
+    assert not _proposals_match(model, inputs[0], official)
+
+
+def test_rpn_proposals_match_official(model, inputs, official):
+    """The proposals (decode, clip, per-level top-k and NMS, overall top-k) are the official ones.
+
+    Compared as sets: scores of different boxes can lie closer together (3e-7 here) than float32 rounding moves them
+    (1e-5), so the order of near-ties is not reproducible; the scores, sorted, are compared in order. The official
+    NMS pads with score -1 after its boxes.
+    """
+    image = inputs[0]
+    images = ImageList(image, [tuple(image.shape[-2:])])
+    rpn = model.rpn
+    with torch.no_grad():
+        feats = list(model.backbone(image).values())
+        objectness, deltas = rpn.head(feats)
+        anchors = rpn.anchor_generator(images, feats)
+        per_level = [o[0].numel() for o in objectness]
+        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        decoded = rpn.box_coder.decode(deltas, anchors).view(1, -1, 4)
+        boxes, scores = rpn.filter_proposals(decoded, objectness, images.image_sizes, per_level)
+        forward_boxes, _ = rpn(images, model.backbone(image))
+    torch.testing.assert_close(forward_boxes[0], boxes[0], rtol=0, atol=0)
+    ref_boxes, ref_scores = official["proposals"][0], official["proposal_scores"][0]
+    kept = int((ref_scores >= 0).sum())
+    assert np.all(ref_scores[kept:] == -1) and kept == len(boxes[0]) == 1000
+    ours, ref = boxes[0][:, [1, 0, 3, 2]].numpy(), ref_boxes[:kept]
+    assert len(np.unique(ref.round(2), axis=0)) > 900  # real, distinct boxes
+    close = np.abs(ours[:, None, :] - ref[None, :, :]).max(-1) <= TOLERANCE * np.abs(ref).max()
+    assert close.any(axis=1).all() and close.any(axis=0).all()
+    assert relative_error(scores[0].numpy(), ref_scores[:kept]) <= TOLERANCE
 
 
 def test_torchvision_roi_align_is_not_the_official_one(inputs, official, converted):
