@@ -188,9 +188,7 @@ BACKBONES: dict[str, BackboneDefaults] = {
         620.98e9,
         "blocks x4, widths x1.3, alpha 1.0, 512-d endpoints",
         RetinaNetDefaults(num_convs=7, num_filters=512, anchor_size=4.0, params=163_637_351, macs=1881.7e9),
-        MaskRCNNDefaults(
-            1536, head_dim=384, num_convs=7, anchor_size=5.0, rpn_num_convs=7, params=168.2e6, macs=1685.7e9
-        ),
+        MaskRCNNDefaults(1536, head_dim=384, num_convs=7, anchor_size=5.0, params=168.2e6, macs=1685.7e9),
         ClassificationReference(127.1e6, 19.1e9),
     ),
     "spinenet49_mobile": BackboneDefaults(
