@@ -4,7 +4,7 @@ Du et al., 2020, §4.2; official code: tensorflow/tpu ``maskrcnn_config.py`` + `
 ``modeling/architecture/heads.py``, ``maskrcnn_model.py`` and Model Garden ``maskrcnn_model.py`` (Apache-2.0). The
 heads have the structure of tensorflow/tpu ``heads.py``, so its checkpoints convert tensor for tensor:
 
-* RPN: ``rpn_num_convs`` 3x3 convs (1; 7 for SpineNet-190) shared across levels with a BatchNorm per level, then 1x1
+* RPN: ``rpn_num_convs`` 3x3 convs (1) shared across levels with a BatchNorm per level, then 1x1
   objectness and box predictors; anchors of size 3 (5 for SpineNet-190), one scale, aspect ratios 0.5/1/2;
 * RoIs from the backbone's levels by ``floor(4 + log2(sqrt(area) / 224))``, 7x7 for boxes and 14x14 for masks;
 * box head: 4 x (3x3 conv + BN + act), 1 FC(1024) + BN + act, then class and class-specific box FCs;
@@ -47,8 +47,8 @@ class RPNHead(nn.Module):
     """``num_convs`` 3x3 convs shared across levels, each with a BatchNorm per level and the activation, then 1x1
     objectness (A) and box (4A, ``(ty, tx, th, tw)`` per anchor) predictors (tensorflow/tpu ``heads.RpnHead``).
 
-    The convs have the head width (256; 128 for SpineNet-49S, 7 x 384 for 190), which is what reproduces the
-    official parameter counts. Every conv has a bias, as the official ``tf.layers.conv2d``.
+    The convs have the head width (256; 128 for SpineNet-49S, 384 for 190), which is what reproduces the official
+    parameter counts. Every conv has a bias, as the official ``tf.layers.conv2d``.
     """
 
     def __init__(
@@ -188,7 +188,8 @@ def build_mask_rcnn(
         fc_dim: width of the box head's FC (default: 1024; 512 for 49S).
         anchor_size: RPN anchor size in strides (default: 3; 5 for 190).
         act: head activation (default: the backbone's).
-        rpn_num_convs: convs of the RPN head (default: 1; 7 for 190).
+        rpn_num_convs: convs of the RPN head (default: the backbone's ``MaskRCNNDefaults``, 1; the official
+            ``spinenet190_mrcnn.yaml`` sets 7, but the zoo's 168.2M parameters count 1).
         num_fcs: FC layers of the box head (the SpineNet recipes: 1).
         box_ops: ``"tpu"``: RoIAlign and box coding as the official tensorflow/tpu Mask R-CNN
             (`TPUMultiLevelRoIAlign`, one sample per bin; the legacy "+1" box sizes of its ``box_utils``; its
