@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import subprocess
 import sys
 
 import pytest
 
 import torchspine.cli.list_models
-from torchspine.cli.main import main
+from torchspine.cli.main import build_parser, main
 from torchspine.errors import TorchspineError, UsageError
 
 
@@ -91,35 +93,46 @@ def test_list_without_a_match_is_an_error(capsys):
     assert "no variant matches 'resnet*'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        "train",
-        "demo",
-        "convert",
-        "eval",
-        "predict",
-        "list",
-        "profile",
-        "data",
-        "draw",
-        "search start",
-        "search worker",
-        "search status",
-        "search export",
-        "search report",
-    ],
-)
-def test_help_is_plain_text_and_every_option_is_explained(command, capsys):
-    with pytest.raises(SystemExit):
-        main([*command.split(), "--help"])
-    out = capsys.readouterr().out
-    assert "`" not in out
-    from torchspine.cli.main import build_parser
+def _all_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """Every parser of the command tree (``torchspine``, ``torchspine search start``, ...), found by walking it, so
+    a new subcommand is checked without being listed here."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _all_parsers(sub, (*path, name))
 
-    names = command.split()
-    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[names[0]]
-    if len(names) > 1:
-        sub = next(a for a in sub._actions if a.dest == "search_command").choices[names[1]]
-    undocumented = [a.dest for a in sub._actions if a.help is None]
+
+_PARSERS = list(_all_parsers(build_parser()))
+
+
+def test_the_walk_finds_nested_subcommands():
+    names = {" ".join(path) for path, _ in _PARSERS}
+    assert {"train", "eval", "predict", "search start", "search worker", "data make-demo"} <= names
+
+
+@pytest.mark.parametrize(("path", "parser"), _PARSERS, ids=[" ".join(p) or "torchspine" for p, _ in _PARSERS])
+def test_help_is_plain_text_and_every_option_is_explained(path, parser, capsys):
+    with pytest.raises(SystemExit):
+        main([*path, "--help"])
+    out = capsys.readouterr().out
+    assert "`" not in out and out == parser.format_help()
+    undocumented = [
+        a.dest for a in parser._actions if not isinstance(a, argparse._SubParsersAction) and not (a.help or "").strip()
+    ]
     assert undocumented == [], undocumented
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):  # each subcommand has its one-line summary
+            assert all((c.help or "").strip() for c in action._choices_actions), path
+
+
+def test_the_experiment_listing_the_error_suggests_lists_them(capsys):
+    """The unknown-experiment error names a command; that command, run as written, prints the experiments."""
+    from torchspine.config import list_experiments
+
+    assert main(["train", "--experiment", "nope"]) == 2
+    suggested = re.search(r"`torchspine ([^`]+)`", capsys.readouterr().err)
+    assert suggested, "the error suggests no command"
+    assert main(suggested.group(1).split()) == 0
+    printed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert printed == list(list_experiments()) and "demo" in printed

@@ -297,10 +297,10 @@ def test_validate_world_size() -> None:
 def test_dump_round_trip_after_overrides() -> None:
     cfg = load_config(
         "retinanet_spinenet143_protocol_c",
-        overrides=["train.max_steps=10", "optim.clip_grad_norm=none", "schedule.decay_epochs=100,200.5"],
+        overrides=["train.max_steps=10", "optim.clip_grad_norm=none", "schedule.decay_steps=100000,200500"],
     )
     text = dump_config(cfg)
-    assert "decay_epochs: [100.0, 200.5]" in text
+    assert "decay_steps: [100000, 200500]" in text
     assert config_from_dict(yaml.safe_load(text)) == cfg
 
 
@@ -352,22 +352,24 @@ def test_protocol_recipes_follow_the_paper() -> None:
     a = get_experiment("retinanet_spinenet49_protocol_a")
     b = get_experiment("retinanet_spinenet49_protocol_b")
     c = get_experiment("retinanet_spinenet49_protocol_c")
-    assert (a.schedule.epochs, b.schedule.epochs, c.schedule.epochs) == (250, 350, 500)
+    # Protocol A has no official config (the paper's epochs); B and C use the tensorflow/tpu step counts.
+    assert (a.schedule.epochs, b.schedule.total_steps, c.schedule.total_steps) == (250, 162_050, 231_500)
     assert (a.data.scale_min, a.data.scale_max) == (0.8, 1.2)
     assert (b.data.scale_min, b.data.scale_max) == (c.data.scale_min, c.data.scale_max) == (0.5, 2.0)
-    assert c.schedule.decay_epochs == (470, 490) and b.schedule.decay_epochs == (320, 340)
+    assert c.schedule.decay_steps == (217_610, 226_870) and b.schedule.decay_steps == (148_160, 157_420)
+    assert a.schedule.decay_epochs == (220, 240) and c.schedule.epochs is None
     assert (b.model.act, c.model.act, b.model.drop_path_rate, c.model.drop_path_rate) == ("relu", "swish", 0, 0.2)
     assert c.optim.lr_per_256 == 0.28 and c.optim.weight_decay == 4e-5 and c.optim.clip_grad_norm == 10
-    assert c.model.norm_momentum == 0.01 and c.model.semantics == "tpu"
+    assert c.model.norm_momentum == pytest.approx(0.003) and c.model.norm_eps == 1e-4 and c.model.semantics == "tpu"
     assert c.schedule.warmup_init_lr_ratio * c.optim.lr_per_256 == pytest.approx(0.0067)
     c143, c190 = get_experiment("retinanet_spinenet143_protocol_c"), get_experiment("retinanet_spinenet190_protocol_c")
     assert c143.model.drop_path_rate == 0.16 and (c143.data.scale_min, c143.data.scale_max) == (0.1, 1.9)
-    assert c190.schedule.epochs == 400 and c190.optim.lr_per_256 == 0.3 and c190.model.image_size == 1280
+    assert c190.schedule.total_steps == 185_200 and c190.optim.lr_per_256 == 0.3 and c190.model.image_size == 1280
     assert get_experiment("retinanet_spinenet96_protocol_b").model.image_size == 1024
     mobile = get_experiment("retinanet_spinenet49xs_mobile")
     assert mobile.model.semantics == "model_garden" and mobile.model.image_size == 256
     cls = get_experiment("classification_spinenet49")
-    assert cls.schedule.type == "cosine" and cls.schedule.label_smoothing == 0.1 and cls.schedule.epochs == 200
+    assert cls.schedule.type == "cosine" and cls.schedule.label_smoothing == 0.1 and cls.schedule.total_steps == 62_557
     assert cls.optim.lr_per_256 * cls.train.global_batch_size / 256 == pytest.approx(1.6)
     demo = get_experiment("demo")
     assert demo.data.data is None and demo.model.backbone == "test_spinenet" and demo.optim.optimizer == "adamw"

@@ -415,3 +415,48 @@ def test_format_metrics_is_an_aligned_percent_table():
     assert lines[2].split() == ["segm", *["12.3"] * 6]
     assert len({len(line) for line in lines}) == 1  # aligned columns
     assert "AR100" in format_metrics(metrics, METRIC_NAMES)
+
+
+def _coco_folder(tmp_path: Path, data: dict) -> CocoDetection:
+    """`data` as a CocoDetection over PNGs of constant colour = image id (what `_OracleDetector` recognises)."""
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    for image_id, width, height in IMAGES:
+        Image.new("RGB", (width, height), (image_id,) * 3).save(image_dir / f"{image_id}.png")
+    annotation_file = tmp_path / "instances.json"
+    annotation_file.write_text(json.dumps(data))
+    return CocoDetection(image_dir, annotation_file, skip_bad=True, replace_unreadable=False)
+
+
+def test_skip_bad_leaves_unreadable_images_out_of_the_scores(coco_gt: COCO, tmp_path: Path, caplog):
+    """An unreadable image is dropped, not replaced by its neighbour: the neighbour is not scored twice (which
+    would add duplicate detections, i.e. false positives) and the dropped image's ground truth does not count."""
+    dataset = _coco_folder(tmp_path, _gt_dict())
+    (tmp_path / "images" / "2.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"2\.png"):
+        evaluate_detector(_OracleDetector(coco_gt, with_masks=False), dataset, progress=False)
+    results_file = tmp_path / "results.json"
+    with caplog.at_level("WARNING", logger="torchspine.engine.evaluation"):
+        metrics = evaluate_detector(
+            _OracleDetector(coco_gt, with_masks=False),
+            dataset,
+            batch_size=2,
+            progress=False,
+            skip_bad=True,
+            results_file=results_file,
+        )
+    assert {r["image_id"] for r in json.loads(results_file.read_text())} == {1}
+    assert metrics["bbox"] == coco_evaluate(coco_gt, str(results_file), image_ids=[1])["bbox"]
+    assert metrics["bbox"]["AP"] == pytest.approx(1.0)  # image 2's boxes would make recall 3/5 if it counted
+    assert any("2.png" in r.getMessage() and "skipping unreadable image" in r.getMessage() for r in caplog.records)
+    (tmp_path / "images" / "1.png").write_bytes(b"not a png either")
+    with pytest.raises(ValueError, match="none of the 2 image"):
+        evaluate_detector(_OracleDetector(coco_gt, False), dataset, progress=False, skip_bad=True)
+
+
+def test_an_empty_ground_truth_is_named_as_such(tmp_path: Path):
+    empty = _load_gt(tmp_path / "empty.json", {**_gt_dict(), "annotations": []})
+    with pytest.warns(UserWarning, match="the ground truth is empty") as caught:
+        metrics = coco_evaluate(empty, [])
+    assert not any("no detections" in str(w.message) for w in caught)  # the generic warning is not given too
+    assert set(metrics["bbox"].values()) == {-1.0}

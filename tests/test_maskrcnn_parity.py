@@ -207,20 +207,17 @@ def test_torchvision_roi_align_is_not_the_official_one(inputs, official, convert
 
 
 def test_box_ops_selects_the_implementation():
-    from torchvision.models.detection.rpn import RegionProposalNetwork
     from torchvision.ops import MultiScaleRoIAlign
 
     from torchspine.errors import UsageError
     from torchspine.models.detection.mask_rcnn import build_mask_rcnn
-    from torchspine.models.detection.rpn import TPURegionProposalNetwork
+    from torchspine.models.detection.rpn import TPUProposalSelection
 
     tpu = build_mask_rcnn("test_spinenet", num_classes=3, image_size=128)
-    assert isinstance(tpu.rpn, TPURegionProposalNetwork) and isinstance(
-        tpu.roi_heads.mask_roi_pool, TPUMultiLevelRoIAlign
-    )
+    assert isinstance(tpu.rpn, TPUProposalSelection) and isinstance(tpu.roi_heads.mask_roi_pool, TPUMultiLevelRoIAlign)
     assert tpu.rpn.box_coder.decode_offset == 1 and tpu.roi_heads.box_coder.encode_offset == 1
     tv = build_mask_rcnn("test_spinenet", num_classes=3, image_size=128, box_ops="torchvision")
-    assert type(tv.rpn) is RegionProposalNetwork and type(tv.roi_heads.box_roi_pool) is MultiScaleRoIAlign
+    assert not isinstance(tv.rpn, TPUProposalSelection) and type(tv.roi_heads.box_roi_pool) is MultiScaleRoIAlign
     assert tv.roi_heads.box_coder.decode_offset == 0
     with pytest.raises(UsageError, match="box_ops"):
         build_mask_rcnn("test_spinenet", num_classes=3, image_size=128, box_ops="detectron2")

@@ -12,7 +12,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from torch import nn
 
-from torchspine.data.image_io import read_image
+from torchspine.data.image_io import ImageError, read_image
 from torchspine.engine.predict import PREDICTIONS_FILE, collect_images, predict_images
 from torchspine.visualize import draw_detections
 
@@ -99,7 +99,7 @@ def test_predict_images_writes_json_and_pngs(image_dir: Path, tmp_path: Path):
     model = StubDetector().train()
     out = tmp_path / "out"
     json_path = predict_images(
-        model, collect_images([image_dir]), out, category_names=NAMES, batch_size=2, progress=False
+        model, collect_images([image_dir]), out, category_names=NAMES, batch_size=2, progress=False, skip_bad=True
     )
     assert json_path == out / PREDICTIONS_FILE
     doc = json.loads(json_path.read_text())
@@ -131,6 +131,11 @@ def test_predict_images_writes_json_and_pngs(image_dir: Path, tmp_path: Path):
         keep = raw["scores"] >= 0.3
         expected = draw_detections(image, {k: v[keep] for k, v in raw.items()}, category_names=NAMES)
         assert torch.equal(read_image(out / entry["visualization"]), expected)
+
+
+def test_an_unreadable_image_stops_predict_images_unless_skip_bad(image_dir: Path, tmp_path: Path):
+    with pytest.raises(ImageError, match=r"bad\.jpg.*pass --skip-bad"):
+        predict_images(StubDetector(), collect_images([image_dir]), tmp_path / "out", progress=False)
 
 
 def test_predict_images_without_masks_or_names(image_dir: Path, tmp_path: Path):
@@ -175,7 +180,13 @@ def test_real_torchvision_mask_rcnn_smoke(image_dir: Path, tmp_path: Path):
         box_detections_per_img=5,
     )
     json_path = predict_images(
-        model, collect_images([image_dir]), tmp_path / "out", category_names=NAMES, score_threshold=0.0, progress=False
+        model,
+        collect_images([image_dir]),
+        tmp_path / "out",
+        category_names=NAMES,
+        score_threshold=0.0,
+        progress=False,
+        skip_bad=True,
     )
     doc = json.loads(json_path.read_text())
     assert len(doc["images"]) == 3 and len(doc["skipped"]) == 1

@@ -14,6 +14,7 @@ import torch
 from torchspine.cli.main import main
 from torchspine.data.synthetic import DEMO_CATEGORIES
 from torchspine.engine.checkpoint import load_checkpoint
+from torchspine.errors import UsageError
 
 COMMON = [
     "--experiment",
@@ -188,3 +189,22 @@ def test_training_variants_run(data, tmp_path, extra, kinds):
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     evaluated = {key.split("/")[0] for r in records for key in r if key.endswith("/AP")}
     assert evaluated == kinds
+
+
+def test_resume_logs_settings_the_checkpoint_predates(tmp_path, caplog):
+    """A field added to the config after a run started cannot be "restored" by the user: it is logged, not refused,
+    while a real difference in an existing field still is."""
+    import dataclasses
+
+    from torchspine.config import get_experiment
+    from torchspine.engine.run import check_resumable_config
+
+    cfg = get_experiment("demo")
+    saved = dataclasses.asdict(cfg)
+    del saved["optim"]["clip_mode"]
+    with caplog.at_level("WARNING", logger="torchspine.engine.run"):
+        check_resumable_config(saved, cfg, tmp_path)
+    assert f"optim.clip_mode={cfg.optim.clip_mode!r}" in caplog.text
+    saved["optim"]["lr_per_256"] = cfg.optim.lr_per_256 * 2
+    with pytest.raises(UsageError, match=r"optim\.lr_per_256"):
+        check_resumable_config(saved, cfg, tmp_path)

@@ -180,7 +180,10 @@ def build_from_file(
             raise ModelFileError(f"{path}: a backbone-only file must hold a SpineNet, not {b.variant}")
         if overrides:
             raise ModelFileError(f"{path}: {', '.join(overrides)} do not apply to the {b.variant} backbone")
-        backbone: nn.Module = ResNetFPN(b.variant)
+        norm = (
+            {} if b.numerics is None else {"norm_eps": b.numerics.norm_eps, "norm_momentum": b.numerics.norm_momentum}
+        )
+        backbone: nn.Module = ResNetFPN(b.variant, **norm)
     else:
         backbone = spinenet_from_file(info, path, overrides, load=info.task == "backbone")
     if info.task == "backbone":

@@ -97,6 +97,11 @@ SPINENET_MOBILE_BLOCKS: tuple[BlockSpec, ...] = _specs(
     ]
 )
 
+# tensorflow/tpu's SPINENET_BLOCK_SPECS (models/official/detection/modeling/architecture/spinenet.py:47-63) is the
+# first 15 rows of `SPINENET_BLOCKS`, and its stochastic-depth rate divides by that count (spinenet.py:259-262,
+# 473-474), so its last block drops with the full initial rate where Model Garden's gets 15/16 of it.
+TPU_SPINENET_NUM_BLOCKS = 15
+
 # Per-level block width C before `filter_size_scale` (bottleneck blocks output 4C, the others C).
 FILTER_SIZES: Mapping[Family, Mapping[int, int]] = {
     "spinenet": {1: 32, 2: 64, 3: 128, 4: 256, 5: 256, 6: 256, 7: 256},
@@ -333,8 +338,12 @@ def _block_out_channels(block_fn: str, width: int) -> int:
     return 4 * width if block_fn == "bottleneck" else width
 
 
-def plan_graph(cfg: SpineNetCfg) -> GraphPlan:
+def plan_graph(cfg: SpineNetCfg, *, drop_path_blocks: int | None = None) -> GraphPlan:
     """Compute the connection plan of `cfg`: parents, resampling widths, merges, liveness, endpoints.
+
+    `drop_path_blocks` is the N of the stochastic-depth schedule ``rate * (i + 1) / N`` (0-based block i); None
+    takes ``len(cfg.blocks)``, Model Garden's divisor. tensorflow/tpu divides by the rows of its own table, which
+    lacks the last (level-2) row: see `TPU_SPINENET_NUM_BLOCKS`.
 
     The out-degree-0 merge follows both official implementations: when an output block is built (after its two
     parents are counted), every earlier feature that has fed nothing yet and has the target's level and input
@@ -375,7 +384,9 @@ def plan_graph(cfg: SpineNetCfg) -> GraphPlan:
     for node in nodes:
         node.update(parents=(), merged=(), drop_path_scale=0.0)
 
-    num_blocks = len(cfg.blocks)
+    num_blocks = len(cfg.blocks) if drop_path_blocks is None else drop_path_blocks
+    if num_blocks < 1:
+        raise SpecError(f"drop_path_blocks={drop_path_blocks}: expected a positive block count")
     outgoing = [0] * num_stem
     for i, spec in enumerate(cfg.blocks):
         width = cfg.width(spec.level)
@@ -414,9 +425,10 @@ def plan_graph(cfg: SpineNetCfg) -> GraphPlan:
                 stride=1,
                 parents=tuple(parents),
                 merged=tuple(merged),
-                # Official schedule: rate_i = init * i / N with 1-based i over all N specs (Model Garden
-                # get_stochastic_depth_rate; tensorflow/tpu's (i+1)/n is the same formula). Stored as
-                # the fraction of the initial rate, the model multiplies by its drop_path_rate.
+                # Official schedule: rate_i = init * i / N with 1-based i (Model Garden spinenet.py
+                # get_stochastic_depth_rate over its 16 specs; tensorflow/tpu spinenet.py get_drop_connect_rate,
+                # (i + 1) / n over its 15 specs). Stored as the fraction of the initial rate, the model multiplies
+                # by its drop_path_rate.
                 drop_path_scale=(i + 1) / num_blocks,
             )
         )

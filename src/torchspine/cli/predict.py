@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from torchspine.cli.checks import check_positive
 from torchspine.cli.evaluate import CLASSIFIER_IMAGE_SIZE, add_model_args, load_from_args
 from torchspine.engine.predict import classify_images, collect_images, predict_images
 from torchspine.errors import UsageError
@@ -31,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_positive("--top-k", args.top_k)
     model, task, names, image_size = load_from_args(args)
     if args.categories:
         try:
@@ -51,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             batch_size=args.batch_size,
             device=args.device,
+            skip_bad=args.skip_bad,
         )
         for result in results:
             ranked = ", ".join(f"{t['name'] or t['class']} {t['probability']:.2f}" for t in result["top"])
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         score_threshold=args.score_threshold,
+        skip_bad=args.skip_bad,
     )
     print(f"{len(paths)} image(s): predictions in {out}, pictures in {args.out}")
     return 0

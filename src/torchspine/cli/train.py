@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from torchspine.cli.checks import check_device
 from torchspine.cli.text import plain
-from torchspine.config import dump_config, list_experiments, load_config, validate_world_size
+from torchspine.config import dump_config, get_experiment, list_experiments, load_config, validate_world_size
 from torchspine.engine.build import build_datasets, build_model, num_classes_for
 from torchspine.engine.classification_eval import CLS_METRIC_NAMES
 from torchspine.engine.distributed import init_distributed
@@ -55,17 +56,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to train (default: %(default)s)"
     )
-    p.add_argument("--list", action="store_true", help="list the registered experiments")
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="list the registered experiments, one a line: the name, then where the recipe comes from",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and the model, then exit")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
-        print("\n".join(list_experiments()))
+        names = list_experiments()
+        width = max(map(len, names))
+        for name in names:
+            print(f"{name:<{width}}  {get_experiment(name).provenance}")
         return 0
     if not args.experiment:
         raise UsageError("--experiment is required (see `torchspine train --list`)")
+    check_device(args.device)
     overrides = list(args.overrides) + ([f"data.data={args.data}"] if args.data else [])
     cfg = load_config(args.experiment, args.config, overrides)
     if args.dry_run:

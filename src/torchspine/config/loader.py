@@ -24,14 +24,14 @@ import itertools
 import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
 from torchspine.config.experiments import get_experiment
-from torchspine.config.schema import RESNET_BACKBONES, ExperimentCfg
+from torchspine.config.schema import RESNET_BACKBONES, ExperimentCfg, ScheduleCfg
 from torchspine.errors import TorchspineError
 
 __all__ = [
@@ -180,6 +180,11 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
         value = getattr(m, name)
         check(value is None or m.task == "retinanet", f"model.{name}", f"only applies to task=retinanet, not {m.task}")
         check(value is None or value >= 1, f"model.{name}", f"must be >= 1 or none, got {value}")
+    check(
+        m.loss_style == "tpu" or m.task == "maskrcnn",
+        "model.loss_style",
+        f"only applies to task=maskrcnn (RetinaNet and classifiers have one loss), not {m.task}",
+    )
     check(m.min_level <= m.max_level, "model.min_level", f"min_level {m.min_level} > max_level {m.max_level}")
     check(m.image_size > 0, "model.image_size", f"must be positive, got {m.image_size}")
     if m.task != "classification" and m.image_size > 0:
@@ -236,39 +241,13 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
     clip = o.clip_grad_norm
     check(clip is None or clip > 0, "optim.clip_grad_norm", f"must be positive or none, got {clip}")
     # --- schedule
-    check(s.epochs > 0, "schedule.epochs", f"must be positive, got {s.epochs}")
-    check(s.warmup_epochs >= 0, "schedule.warmup_epochs", f"must be >= 0, got {s.warmup_epochs}")
-    check(
-        s.warmup_epochs < s.epochs or s.epochs <= 0,
-        "schedule.warmup_epochs",
-        f"warm-up ({s.warmup_epochs} epochs) is not shorter than training ({s.epochs} epochs)",
-    )
+    _validate_schedule_length(s, check)
     check(
         0.0 <= s.warmup_init_lr_ratio <= 1.0,
         "schedule.warmup_init_lr_ratio",
         f"must be in [0, 1], got {s.warmup_init_lr_ratio}",
     )
     check(0.0 < s.decay_factor < 1.0, "schedule.decay_factor", f"must be in (0, 1), got {s.decay_factor}")
-    if s.type == "step":
-        decays = s.decay_epochs
-        check(
-            all(a < b for a, b in itertools.pairwise(decays)),
-            "schedule.decay_epochs",
-            f"must be strictly ascending, got {list(decays)}",
-        )
-        bad = [x for x in decays if not 0 < x < s.epochs]
-        check(not bad, "schedule.decay_epochs", f"{bad} outside (0, epochs={s.epochs})")
-        check(
-            not decays or s.warmup_epochs <= decays[0],
-            "schedule.warmup_epochs",
-            f"warm-up ({s.warmup_epochs} epochs) runs past the first decay (epoch {decays[0] if decays else 0})",
-        )
-    else:
-        check(
-            not s.decay_epochs,
-            "schedule.decay_epochs",
-            f"only used by type=step, got {list(s.decay_epochs)} with type={s.type} (clear it: schedule.decay_epochs=)",
-        )
     check(0.0 <= s.label_smoothing < 1.0, "schedule.label_smoothing", f"must be in [0, 1), got {s.label_smoothing}")
     check(
         s.label_smoothing == 0 or m.task == "classification",
@@ -300,6 +279,50 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
         name = f" {cfg.name!r}" if cfg.name else ""
         raise ConfigError(f"invalid config{name}:\n  " + "\n  ".join(problems))
     return cfg
+
+
+def _validate_schedule_length(s: ScheduleCfg, check: Callable[[bool, str, str], None]) -> None:
+    """The schedule's length fields: exactly one view (epochs or official steps), each consistent in itself."""
+    steps_view = s.total_steps is not None
+    if steps_view == (s.epochs is not None):
+        check(
+            False,
+            "schedule.epochs",
+            "set exactly one of schedule.epochs (epoch view) and schedule.total_steps (step view), got "
+            f"epochs={s.epochs}, total_steps={s.total_steps} (e.g. --set schedule.total_steps=null "
+            "schedule.warmup_steps=null schedule.decay_steps=[] schedule.epochs=...)",
+        )
+        return
+    if steps_view:
+        length, warmup, decays, unit = s.total_steps, s.warmup_steps or 0, s.decay_steps, "steps"
+        for key, other in (("warmup_epochs", s.warmup_epochs), ("decay_epochs", s.decay_epochs or None)):
+            check(other is None, f"schedule.{key}", f"epoch-view field set in a step-view schedule, got {other}")
+        check(s.steps_batch_size >= 1, "schedule.steps_batch_size", f"must be >= 1, got {s.steps_batch_size}")
+    else:
+        length, warmup, decays, unit = s.epochs, s.warmup_epochs or 0.0, s.decay_epochs, "epochs"
+        for key, other in (("warmup_steps", s.warmup_steps), ("decay_steps", s.decay_steps or None)):
+            check(other is None, f"schedule.{key}", f"step-view field set in an epoch-view schedule, got {other}")
+    assert length is not None
+    prefix = "steps" if steps_view else "epochs"
+    check(length > 0, f"schedule.{'total_steps' if steps_view else 'epochs'}", f"must be positive, got {length}")
+    check(warmup >= 0, f"schedule.warmup_{prefix}", f"must be >= 0, got {warmup}")
+    check(
+        warmup < length or length <= 0,
+        f"schedule.warmup_{prefix}",
+        f"warm-up ({warmup} {unit}) is not shorter than training ({length} {unit})",
+    )
+    key = f"schedule.decay_{prefix}"
+    if s.type == "step":
+        check(all(a < b for a, b in itertools.pairwise(decays)), key, f"must be strictly ascending, got {list(decays)}")
+        bad = [x for x in decays if not 0 < x < length]
+        check(not bad, key, f"{bad} outside (0, {length} {unit})")
+        check(
+            not decays or warmup <= decays[0],
+            f"schedule.warmup_{prefix}",
+            f"warm-up ({warmup} {unit}) runs past the first decay ({decays[0] if decays else 0} {unit})",
+        )
+    else:
+        check(not decays, key, f"only used by type=step, got {list(decays)} with type={s.type} (clear it: {key}=)")
 
 
 def validate_world_size(cfg: ExperimentCfg, world_size: int) -> int:

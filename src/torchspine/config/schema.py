@@ -7,10 +7,11 @@ schema does not know is a typo until proven otherwise.
 
 Units and conventions, chosen once here so that no reader has to guess:
 
-* Durations are in **epochs** (floats), including the warm-up. Epochs survive a change of batch size or data set
-  size; the trainer converts them to optimizer steps with its real ``steps_per_epoch``. The official TF recipes count
-  in steps at batch 256 (``2000`` warm-up steps = 2000 / 463 ~ 4.32 COCO epochs); `torchspine.config.experiments`
-  does that conversion once, in the open.
+* Durations have two views. The official recipes are written in **optimizer steps** at a reference batch
+  (``schedule.total_steps`` / ``warmup_steps`` / ``decay_steps`` at ``steps_batch_size``), exactly as the official
+  configs write them, so no rounding of a steps-per-epoch count can shift a decay. Users' own recipes may use
+  **epochs** (floats, ``schedule.epochs`` / ``warmup_epochs`` / ``decay_epochs``), which the trainer converts with its
+  real ``steps_per_epoch``. A schedule uses one view: the fields of the other are None / empty.
 * The learning rate is given **per 256 images** (``lr_per_256``) and scaled linearly with the real global batch
   (``lr = lr_per_256 * global_batch_size / 256``), the paper's linear-scaling rule. The official detection recipes
   train at batch 256, so their LR is used as is; the classification recipe's 1.6 at batch 4096 is 0.1 per 256.
@@ -28,6 +29,8 @@ Task = Literal["retinanet", "maskrcnn", "classification"]
 Semantics = Literal["tpu", "model_garden"]
 Optimizer = Literal["sgd", "adamw"]
 ScheduleType = Literal["step", "cosine"]
+ClipMode = Literal["per_replica", "global"]
+LossStyle = Literal["tpu", "torchvision"]
 Amp = Literal["none", "bf16", "fp16"]
 
 # Names accepted for `ModelCfg.backbone` besides the registered SpineNet variants (`torchspine.list_models`).
@@ -47,7 +50,9 @@ class ModelCfg:
         image_size: square training/eval input side. Detection pads to a multiple of ``2**max_level``, so it must be
             one; classification (224 in the paper) is exempt.
         act: activation of backbone and head (``relu``, ``swish``, ``hard_swish``); None keeps the variant's default.
-        drop_path_rate: stochastic depth ("drop connect" in TF) of the last block; earlier blocks get less.
+        drop_path_rate: initial stochastic-depth rate ("drop connect" in TF): block i (1-based) drops with
+            ``rate * i / N``, N being the block count of the `semantics`' official table (15 for tensorflow/tpu, 16
+            for Model Garden; `torchspine.models.spinenet.drop_path_blocks`).
         norm_momentum: BatchNorm momentum in the PyTorch convention (TF 0.99 == 0.01 here).
         norm_eps: BatchNorm epsilon; None keeps the model's default (1e-3, the TF value).
         semantics: which official implementation's numerics (padding, pooling) to reproduce; matters for
@@ -72,6 +77,9 @@ class ModelCfg:
         endpoints_num_filters: channels of SpineNet's P-level outputs; None keeps the variant's.
         head_num_filters: width of the detection head's conv tower; None keeps the backbone's paper default.
         head_num_convs: depth of the detection head's conv tower; None keeps the backbone's paper default.
+        loss_style: Mask R-CNN training losses: ``tpu`` (tensorflow/tpu ``modeling/losses.py``, the paper's: RPN
+            Huber 1/9 normalised per level, box-head Huber 1 over 4 x the foreground RoIs) or ``torchvision``
+            (torchvision's smooth-L1 losses over all sampled anchors / RoIs). Mask R-CNN only.
     """
 
     task: Task = "retinanet"
@@ -95,6 +103,7 @@ class ModelCfg:
     endpoints_num_filters: int | None = None
     head_num_filters: int | None = None
     head_num_convs: int | None = None
+    loss_style: LossStyle = "tpu"
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,10 @@ class OptimCfg:
             the same as PyTorch SGD's ``weight_decay``) to conv/dense kernels only, so the trainer should exclude
             norm parameters and biases.
         clip_grad_norm: global gradient-norm clip; None disables clipping.
+        clip_mode: what is clipped under data parallelism: ``per_replica`` (tensorflow/tpu, the default: each
+            process's local gradient divided by the process count, before the all-reduce; with many processes it
+            rarely fires) or ``global`` (Model Garden's ``global_clipnorm``: the averaged gradient). Identical in a
+            single process. SGD's weight decay is clipped with the gradient in both (TF's L2 loss term).
     """
 
     optimizer: Optimizer = "sgd"
@@ -150,6 +163,7 @@ class OptimCfg:
     momentum: float = 0.9
     weight_decay: float = 4e-5
     clip_grad_norm: float | None = 10.0
+    clip_mode: ClipMode = "per_replica"
 
 
 @dataclass(frozen=True)
@@ -157,24 +171,38 @@ class ScheduleCfg:
     """The learning-rate schedule, in epochs.
 
     Attributes:
-        type: ``step`` (multiply by `decay_factor` at each of `decay_epochs`) or ``cosine`` (to 0 at `epochs`).
-        epochs: training length.
-        warmup_epochs: linear warm-up length in epochs (not steps, so it survives batch-size changes); 0 disables.
+        type: ``step`` (multiply by `decay_factor` at each decay) or ``cosine`` (to 0 at the end of training).
+        epochs: training length in epochs (the epoch view); None when the schedule is given in steps.
+        warmup_epochs: linear warm-up length in epochs (the epoch view); 0 disables; None in the step view.
         warmup_init_lr_ratio: the warm-up starts at ``ratio * peak LR`` (TF recipes: 0.0067 / 0.28).
         decay_epochs: epochs at which a step schedule decays, ascending and inside ``(0, epochs)``; must be empty for
             a cosine schedule (where it would be ignored silently otherwise).
         decay_factor: the step schedule's multiplier at each decay (0.1: the paper's x0.1, then x0.01).
         label_smoothing: classification label smoothing; must be 0 for the detectors (focal / softmax losses are
             fixed by the paper there).
+        total_steps: training length in optimizer steps at `steps_batch_size` (the step view, as the official
+            configs' ``total_steps`` / ``train_steps``); None for the epoch view.
+        warmup_steps: linear warm-up length in steps at `steps_batch_size` (step view); None or 0 disables.
+        decay_steps: steps at which a step schedule decays (step view; the official ``learning_rate_steps`` /
+            ``boundaries``), ascending inside ``(0, total_steps)``.
+        steps_batch_size: the global batch the step counts are written for (256 in the official detection
+            configs). At another ``train.global_batch_size`` every count is scaled by ``steps_batch_size /
+            global_batch_size`` (rounded), so the run sees the same number of images; at the reference batch the
+            official counts are used unchanged.
     """
 
     type: ScheduleType = "step"
-    epochs: float = 350.0
-    warmup_epochs: float = 5.0
+    epochs: float | None = 350.0
+    warmup_epochs: float | None = 5.0
     warmup_init_lr_ratio: float = 0.0067 / 0.28
     decay_epochs: tuple[float, ...] = (320.0, 340.0)
     decay_factor: float = 0.1
     label_smoothing: float = 0.0
+    # -- the step view (issue 13): the official configs' own step counts
+    total_steps: int | None = None
+    warmup_steps: int | None = None
+    decay_steps: tuple[int, ...] = ()
+    steps_batch_size: int = 256
 
 
 @dataclass(frozen=True)
@@ -194,7 +222,10 @@ class TrainCfg:
         keep_last: checkpoints kept on disk (older ones are deleted).
         tensorboard: also write the logged numbers as TensorBoard scalars (``<run>/tensorboard``).
         max_steps: stop after this many optimizer steps (smoke runs); None trains for the whole schedule. The LR
-            schedule still follows `ScheduleCfg.epochs`, so a truncated run is a prefix of the real one.
+            schedule still follows `ScheduleCfg`, so a truncated run is a prefix of the real one.
+        sync_bn: synchronise BatchNorm statistics across processes (``SyncBatchNorm``) in multi-GPU training, as
+            the official detection recipes (``use_sync_bn: true``); the official ImageNet recipe keeps per-replica
+            statistics (``use_sync_bn: false``).
     """
 
     global_batch_size: int = 256
@@ -208,6 +239,7 @@ class TrainCfg:
     keep_last: int = 3
     tensorboard: bool = True
     max_steps: int | None = None
+    sync_bn: bool = True
 
 
 @dataclass(frozen=True)
@@ -231,6 +263,9 @@ class ExperimentCfg:
 
     Attributes:
         name: the registered experiment it derives from (informational; `get_experiment` fills it in).
+        provenance: where the recipe comes from: an official config file and line (tensorflow/tpu or Model
+            Garden), a paper table, or ``derived: how`` for recipes with no official counterpart (informational;
+            shown by ``torchspine train --list``).
         model: see `ModelCfg`.
         data: see `DataCfg`.
         optim: see `OptimCfg`.
@@ -240,6 +275,7 @@ class ExperimentCfg:
     """
 
     name: str = ""
+    provenance: str = ""
     model: ModelCfg = field(default_factory=ModelCfg)
     data: DataCfg = field(default_factory=DataCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)

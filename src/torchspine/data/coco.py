@@ -132,6 +132,9 @@ class CocoDetection(Dataset):
             every kept annotation must then have a segmentation.
         skip_bad: log and skip missing or unreadable images instead of raising.
         include_crowd: keep ``iscrowd=1`` annotations in the targets.
+        replace_unreadable: with `skip_bad`, serve the next readable image in place of an unreadable one (training);
+            False raises its `ImageError` as without `skip_bad`, for evaluation, which must leave the image out
+            rather than score its neighbour twice (`torchspine.data.image_io.SkipUnreadable`).
     """
 
     def __init__(
@@ -143,12 +146,14 @@ class CocoDetection(Dataset):
         with_masks: bool = False,
         skip_bad: bool = False,
         include_crowd: bool = False,
+        replace_unreadable: bool = True,
     ) -> None:
         self.image_dir = Path(image_dir)
         self.annotation_file = Path(annotation_file)
         self.transforms = transforms
         self.with_masks = with_masks
         self.skip_bad = skip_bad
+        self.replace_unreadable = replace_unreadable
         self.include_crowd = include_crowd
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image folder {self.image_dir} does not exist (annotations: {annotation_file})")
@@ -171,7 +176,10 @@ class CocoDetection(Dataset):
                 f"{self.image_dir}: {examples}{more}"
             )
             if not skip_bad:
-                raise FileNotFoundError(message + " (pass skip_bad=True to train without them)")
+                raise FileNotFoundError(
+                    message + "; to go on without them pass --skip-bad (eval), --set data.skip_bad=true (train) or "
+                    "skip_bad=True"
+                )
             logger.warning("%s; skipping them", message)
         missing_set = set(missing)
 
@@ -271,8 +279,18 @@ class CocoDetection(Dataset):
         return len(self.ids)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
-        if not self.skip_bad:
+        if self.skip_bad and not self.replace_unreadable:
             return self._load(index)
+        if not self.skip_bad:
+            try:
+                return self._load(index)
+            except ImageError as err:
+                if "--skip-bad" in str(err):
+                    raise
+                raise ImageError(
+                    f"{err} (image id {self.ids[index]}); to leave unreadable images out pass --skip-bad (eval, "
+                    "predict), --set data.skip_bad=true (train) or skip_bad=True"
+                ) from None
         return load_skipping_bad(
             self._load,
             index,
@@ -314,10 +332,37 @@ class CocoDetection(Dataset):
             if tuple(raw.shape[1:]) == expected:
                 logger.debug("%s: EXIF orientation ignored to match the annotation size %dx%d", path, *expected)
                 return raw
-        raise ImageError(
-            f"{path}: decoded size {image.shape[1]}x{image.shape[2]} (HxW) differs from the annotation file's "
-            f"height x width {expected[0]}x{expected[1]} (image id {record.image_id})"
+        raise ImageError(_size_mismatch(path, (image.shape[1], image.shape[2]), record, self.annotation_file))
+
+
+def _size_mismatch(path: Path, decoded: tuple[int, int], record: _ImageRecord, annotation_file: Path) -> str:
+    """The error for an image whose pixels differ from its JSON ``height x width``, saying which of the two to fix.
+
+    The boxes were drawn on one of the two frames. Boxes reaching past the file's pixels, or a file with the JSON's
+    aspect ratio (a resized copy), show they belong to the JSON's size, so the image file is the one to replace;
+    otherwise both are possible and the message says how to tell.
+    """
+    (h, w), (jh, jw) = decoded, (record.height, record.width)
+    where = f"image id {record.image_id} in {annotation_file}"
+    head = f"{path}: decoded size {h}x{w} (HxW) differs from the annotation file's height x width {jh}x{jw} ({where})"
+    reach = record.boxes.max(axis=0) if len(record.boxes) else None
+    if reach is not None and (reach[2] > w + 0.5 or reach[3] > h + 0.5):
+        advice = (
+            f"its boxes reach x={reach[2]:.0f}, y={reach[3]:.0f}, beyond the file's pixels, so they were drawn on the "
+            f"{jh}x{jw} image: replace the image file with the original the annotations were made on"
         )
+    elif abs(jh * w / jw - h) <= 1:
+        advice = (
+            f"the file has the JSON's aspect ratio, so it is a resized copy (x{w / jw:.3g}) and the boxes are in the "
+            f"original's pixels: replace it with the original {jh}x{jw} image"
+        )
+    else:
+        advice = (
+            "the boxes are in the JSON's pixels: if the image file was replaced after annotating, restore the "
+            f'original; if only the JSON is wrong, set "height": {h}, "width": {w} for image id {record.image_id} there'
+        )
+    skip = "or leave the image out: --skip-bad (eval, predict), --set data.skip_bad=true (train)"
+    return f"{head}: {advice}; {skip}"
 
 
 def build_dataset(
@@ -328,6 +373,7 @@ def build_dataset(
     with_masks: bool = False,
     skip_bad: bool = False,
     include_crowd: bool = False,
+    replace_unreadable: bool = True,
 ) -> CocoDetection:
     """Find a split's annotation file and images from one path, and build its `CocoDetection`.
 
@@ -347,6 +393,7 @@ def build_dataset(
         with_masks: passed to `CocoDetection`.
         skip_bad: passed to `CocoDetection`.
         include_crowd: passed to `CocoDetection`.
+        replace_unreadable: passed to `CocoDetection`.
 
     Raises:
         FileNotFoundError: nothing usable was found; the message lists every path looked for.
@@ -375,6 +422,7 @@ def build_dataset(
         with_masks=with_masks,
         skip_bad=skip_bad,
         include_crowd=include_crowd,
+        replace_unreadable=replace_unreadable,
     )
 
 

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from torch.utils.data import Dataset
 
+from torchspine.data.batching import list_collate
 from torchspine.errors import TorchspineError
 
-__all__ = ["ImageError", "load_skipping_bad", "read_image"]
+__all__ = ["ImageError", "SkipUnreadable", "Unreadable", "collate_readable", "load_skipping_bad", "read_image"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -164,3 +167,43 @@ def load_skipping_bad(
             bad.add(i)
             logger.warning("skipping unreadable image%s: %s", name(i), err)
     raise ImageError(f"{where}: no readable image left")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Stands in for a sample whose image could not be read (`SkipUnreadable`); `reason` is the `ImageError`."""
+
+    reason: str
+
+
+class SkipUnreadable(Dataset):
+    """`dataset` with each unreadable sample served as an `Unreadable` marker instead of raising `ImageError`.
+
+    For evaluation and prediction with ``--skip-bad``. Training replaces an unreadable sample by its neighbour to
+    keep batch sizes fixed (`load_skipping_bad`); evaluation must not do that, since the neighbour would be scored
+    twice and the unreadable image scored as if the model had found nothing in it. `collate_readable` separates
+    the markers from the samples so the caller can leave those images out and report them.
+
+    Args:
+        dataset: a map-style data set that raises `ImageError` for an unreadable image (built with
+            ``skip_bad=False``, or ``replace_unreadable=False`` for `torchspine.data.coco.CocoDetection`).
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except ImageError as err:
+            return Unreadable(str(err))
+
+
+def collate_readable(batch: Iterable[Any]) -> tuple[list[torch.Tensor], list[Any], list[str]]:
+    """`list_collate` of the readable samples of `batch`, plus the reasons of its `Unreadable` ones."""
+    batch = list(batch)
+    images, targets = list_collate(b for b in batch if not isinstance(b, Unreadable))
+    return images, targets, [b.reason for b in batch if isinstance(b, Unreadable)]

@@ -92,7 +92,12 @@ def build_model(model: ModelCfg, num_classes: int, *, label_smoothing: float = 0
     `TrainableClassifier` (``model(images, targets)`` -> losses), with `label_smoothing` in its loss. With
     ``init_from``, the backbone starts from that file's backbone tensors (transfer between tasks)."""
     backbone_args: dict = {}
-    if model.backbone not in RESNET_FPN_BACKBONES:
+    if model.backbone in RESNET_FPN_BACKBONES:
+        # The ResNet's BatchNorm constants are the recipe's too (the FPN itself has none: see `ResNetFPN`).
+        backbone_args = {"norm_momentum": model.norm_momentum}
+        if model.norm_eps is not None:
+            backbone_args["norm_eps"] = model.norm_eps
+    else:
         # The architecture (variant, spec file, width fields, levels) as `SpineNetCfg` fields.
         arch = spinenet_cfg(model)
         backbone_args = {
@@ -130,7 +135,11 @@ def _build_task(model: ModelCfg, num_classes: int, backbone_args: dict, label_sm
         )
     if model.task == "maskrcnn":
         return build_mask_rcnn(
-            model.backbone, backbone_args=backbone_args, num_classes=num_classes, image_size=model.image_size
+            model.backbone,
+            backbone_args=backbone_args,
+            num_classes=num_classes,
+            image_size=model.image_size,
+            loss_style=model.loss_style,
         )
     if model.task == "classification":
         classifier = create_classifier(model.backbone, num_classes, **backbone_args)
@@ -154,15 +163,29 @@ def build_optimizer(optim: OptimCfg, model: nn.Module, global_batch_size: int) -
 
 
 def build_schedule(
-    schedule: ScheduleCfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+    schedule: ScheduleCfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int, global_batch_size: int | None = None
 ) -> tuple[torch.optim.lr_scheduler.LambdaLR, int]:
-    """The per-step LR schedule and the run's total steps, from the epoch-based config."""
-    total = max(1, math.ceil(schedule.epochs * steps_per_epoch))
-    milestones = [round(e * steps_per_epoch) for e in schedule.decay_epochs]
+    """The per-step LR schedule and the run's total steps.
+
+    The step view (``schedule.total_steps``) uses the official configs' counts as written, scaled by
+    ``steps_batch_size / global_batch_size`` when the batch differs from the one they were written for (the
+    identity for the official recipes); the epoch view converts with the run's real `steps_per_epoch`.
+    """
+    if schedule.total_steps is not None:
+        ratio = schedule.steps_batch_size / (global_batch_size or schedule.steps_batch_size)
+        total = max(1, round(schedule.total_steps * ratio))
+        warmup = round((schedule.warmup_steps or 0) * ratio)
+        milestones = [round(s * ratio) for s in schedule.decay_steps]
+    else:
+        if schedule.epochs is None:
+            raise ValueError("schedule: neither epochs nor total_steps is set")
+        total = max(1, math.ceil(schedule.epochs * steps_per_epoch))
+        warmup = round((schedule.warmup_epochs or 0.0) * steps_per_epoch)
+        milestones = [round(e * steps_per_epoch) for e in schedule.decay_epochs]
     scheduler = warmup_step_schedule(
         optimizer,
         total_steps=total,
-        warmup_steps=round(schedule.warmup_epochs * steps_per_epoch),
+        warmup_steps=warmup,
         warmup_init_ratio=schedule.warmup_init_lr_ratio,
         milestones=milestones,
         gamma=schedule.decay_factor,

@@ -7,16 +7,21 @@ training hooks, metrics.jsonl (``cls/top1``, ``cls/top5``) and `format_metrics` 
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from torchspine.data.batching import list_collate
+from torchspine.data.image_io import SkipUnreadable, collate_readable
 from torchspine.engine.distributed import gather_to_all, shard_dataset
 from torchspine.errors import UsageError
 
 __all__ = ["CLS_METRIC_NAMES", "evaluate_classifier"]
+
+logger = logging.getLogger(__name__)
 
 CLS_METRIC_NAMES = ("top1", "top5")
 
@@ -30,6 +35,7 @@ def evaluate_classifier(
     progress: bool = True,
     num_workers: int = 0,
     distributed: bool = False,
+    skip_bad: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Run `model` over `dataset` and count correct top-1 and top-k predictions.
 
@@ -47,6 +53,8 @@ def evaluate_classifier(
         progress: show a tqdm progress bar.
         num_workers: ``DataLoader`` worker processes.
         distributed: share the images out among the processes of the default process group.
+        skip_bad: leave out images that cannot be read (the dataset raises `torchspine.data.image_io.ImageError`
+            for them, i.e. it was built with ``skip_bad=False``), each logged with its reason, instead of stopping.
 
     Returns:
         ``{"cls": {"top1": ..., "top5": ...}}``, fractions of the data set; "top5" counts the top ``min(5, K)``
@@ -58,13 +66,25 @@ def evaluate_classifier(
     if distributed:
         dataset = shard_dataset(dataset)
         num_images = len(dataset)  # type: ignore[arg-type]
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=list_collate)
+    loader = DataLoader(
+        SkipUnreadable(dataset) if skip_bad else dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_readable if skip_bad else list_collate,
+    )
     correct1 = correct5 = seen = 0
     was_training = model.training
     model.to(device).eval()
     try:
         with torch.inference_mode(), tqdm(total=num_images, desc="eval", unit="img", disable=not progress) as bar:
-            for images, targets in loader:
+            for batch in loader:
+                images, targets = batch[0], batch[1]
+                for reason in batch[2] if skip_bad else ():
+                    logger.warning("skipping unreadable image (left out of the evaluation): %s", reason)
+                    bar.update(1)
+                if not images:
+                    continue
                 logits = model([image.to(device) for image in images])
                 labels = torch.stack([t["labels"].reshape(()) for t in targets]).to(logits.device)
                 top = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -78,4 +98,6 @@ def evaluate_classifier(
     if distributed:
         counts = gather_to_all((correct1, correct5, seen))
         correct1, correct5, seen = (sum(column) for column in zip(*counts, strict=True))
+    if seen == 0:
+        raise UsageError(f"none of the {len(dataset)} image(s) could be read: nothing to evaluate")  # type: ignore[arg-type]
     return {"cls": {"top1": correct1 / seen, "top5": correct5 / seen}}

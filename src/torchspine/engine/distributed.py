@@ -42,12 +42,13 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
     return info
 
 
-def wrap_model(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
-    """DistributedDataParallel (with SyncBatchNorm on CUDA) when several processes train; the model otherwise."""
+def wrap_model(model: nn.Module, info: DistInfo, device: torch.device, *, sync_bn: bool = True) -> nn.Module:
+    """DistributedDataParallel when several processes train (with SyncBatchNorm on CUDA when `sync_bn`, as the
+    official detection recipes' ``use_sync_bn: true``); the model otherwise."""
     model = model.to(device)
     if info.world_size == 1:
         return model
-    if device.type == "cuda":
+    if device.type == "cuda" and sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

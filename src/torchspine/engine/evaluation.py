@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from torchspine.data.batching import list_collate
+from torchspine.data.image_io import SkipUnreadable, collate_readable
 from torchspine.engine.distributed import gather_to_all, is_main_process, shard_dataset
 from torchspine.errors import UsageError
 
@@ -51,6 +52,7 @@ __all__ = [
     "encode_masks",
     "evaluate_detector",
     "format_metrics",
+    "has_ground_truth",
     "to_coco_results",
 ]
 
@@ -234,7 +236,14 @@ def coco_evaluate(
     results = _load_results(results)
     image_ids = None if image_ids is None else sorted({int(i) for i in image_ids})
     _check_ids(coco_gt, results, image_ids)
-    if not results:
+    if not has_ground_truth(coco_gt, image_ids):
+        scope = "the evaluated images" if image_ids is not None else "its images"
+        warnings.warn(
+            f"the ground truth is empty: no annotations for {scope}, so AP and AR are undefined (-1, shown as '-'); "
+            "evaluate on annotated images",
+            stacklevel=2,
+        )
+    elif not results:
         warnings.warn(
             "no detections to evaluate: every metric is 0 where ground truth exists (-1 where it has none)",
             stacklevel=2,
@@ -253,6 +262,13 @@ def coco_evaluate(
         logger.debug("pycocotools %s evaluation:\n%s", iou_type, console.getvalue().rstrip())
         metrics[iou_type] = {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats, strict=True)}
     return metrics
+
+
+def has_ground_truth(coco_gt: COCO, image_ids: Iterable[int] | None) -> bool:
+    """Whether any non-crowd annotation belongs to `image_ids` (all images when None); crowd regions only mark
+    what to ignore, so a ground truth of crowds alone scores as undefined too."""
+    ids = None if image_ids is None else set(image_ids)
+    return any(not a.get("iscrowd", 0) and (ids is None or a["image_id"] in ids) for a in coco_gt.anns.values())
 
 
 def _find_coco(dataset: Dataset) -> COCO:
@@ -315,6 +331,7 @@ def evaluate_detector(
     num_workers: int = 0,
     mask_threshold: float = 0.5,
     distributed: bool = False,
+    skip_bad: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Run a detector over a COCO data set and score it with pycocotools.
 
@@ -340,25 +357,41 @@ def evaluate_detector(
         mask_threshold: probability above which a mask pixel is foreground.
         distributed: share the images out among the processes of the default process group (no effect without
             one).
+        skip_bad: leave out images that cannot be read (the dataset raises
+            `torchspine.data.image_io.ImageError` for them), each logged with its reason, instead of stopping; they
+            are left out of the scores too, not counted as images without detections.
 
     Returns:
         The ``coco_evaluate`` metrics for ``bbox`` and, with masks, ``segm``.
     """
     coco_gt = _find_coco(dataset)
-    num_images = len(dataset)  # type: ignore[arg-type]
+    num_images = total = len(dataset)  # type: ignore[arg-type]
     if num_images == 0:
         raise UsageError("the dataset is empty: nothing to evaluate")
     if distributed:
         dataset = shard_dataset(dataset)
         num_images = len(dataset)  # type: ignore[arg-type]
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=list_collate)
+    loader = DataLoader(
+        SkipUnreadable(dataset) if skip_bad else dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_readable if skip_bad else _collate_all,
+    )
     results: list[dict[str, Any]] = []
     image_ids: list[int] = []
+    skipped = 0
     was_training = model.training
     model.to(device).eval()
     try:
         with torch.inference_mode(), tqdm(total=num_images, desc="eval", unit="img", disable=not progress) as bar:
-            for images, targets in loader:
+            for images, targets, unreadable in loader:
+                for reason in unreadable:
+                    logger.warning("skipping unreadable image (left out of the evaluation): %s", reason)
+                skipped += len(unreadable)
+                bar.update(len(unreadable))
+                if not images:
+                    continue
                 outputs = model([image.to(device) for image in images])
                 ids = [int(target["image_id"]) for target in targets]
                 outputs = [
@@ -378,6 +411,10 @@ def evaluate_detector(
         results = [r for shard_results, _, _ in shards for r in shard_results]
         image_ids = [i for _, shard_ids, _ in shards for i in shard_ids]
         with_masks = any(shard_masks for _, _, shard_masks in shards)
+    if skipped:
+        logger.warning("%d unreadable image(s) left out of the evaluation", skipped)
+    if not image_ids:
+        raise UsageError(f"none of the {total} image(s) could be read: nothing to evaluate")
     if results_file is not None and is_main_process():
         path = Path(results_file)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -385,6 +422,12 @@ def evaluate_detector(
         logger.info("wrote %d COCO results to %s", len(results), path)
     iou_types: tuple[IouType, ...] = ("bbox", "segm") if with_masks else ("bbox",)
     return coco_evaluate(coco_gt, results, iou_types, image_ids=image_ids)
+
+
+def _collate_all(batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[list[torch.Tensor], list[Any], list[str]]:
+    """`list_collate` with the (empty) list of unreadable images `collate_readable` adds."""
+    images, targets = list_collate(batch)
+    return images, targets, []
 
 
 def format_metrics(metrics: Mapping[str, Mapping[str, float]], columns: Sequence[str] = AP_NAMES) -> str:

@@ -37,7 +37,12 @@ def _backbone_info(backbone: nn.Module, variant: str) -> BackboneInfo:
     if isinstance(backbone, SpineNet):
         numerics = Numerics(backbone.semantics, backbone.act_name, backbone.norm_eps, backbone.norm_momentum)
         return BackboneInfo(variant, backbone.cfg, numerics)
-    return BackboneInfo(variant)  # a ResNet-FPN baseline: torchvision builds it from the name
+    # A ResNet-FPN baseline: torchvision builds it from the name; its BatchNorm constants are recorded when a recipe
+    # set them (`ResNetFPN`), so a reloaded model computes as the trained one (semantics is unused for ResNets).
+    eps, momentum = getattr(backbone, "norm_eps", None), getattr(backbone, "norm_momentum", None)
+    if eps is None or momentum is None:
+        return BackboneInfo(variant)
+    return BackboneInfo(variant, numerics=Numerics("tpu", "relu", eps, momentum))
 
 
 def describe_model(

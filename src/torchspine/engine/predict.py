@@ -2,8 +2,9 @@
 
 This is the library side of ``torchspine predict``. Inputs are plain files or folders (``collect_images``); every
 file is decoded by ``torchspine.data.image_io.read_image``, so the pixels match what the data sets feed the model
-(EXIF rotation applied, alpha dropped, 16-bit rescaled). A file that cannot be decoded is logged and listed under
-``skipped`` in the JSON rather than stopping a run over thousands of images.
+(EXIF rotation applied, alpha dropped, 16-bit rescaled). A file that cannot be decoded stops the run with an error
+naming it, as in training and evaluation; with ``skip_bad`` (``--skip-bad``) it is logged and listed under
+``skipped`` in the JSON instead, so a run over thousands of images of unknown quality goes on.
 
 The JSON (``predictions.json``) is COCO-flavoured so that pycocotools-based tools can read it:
 
@@ -116,15 +117,17 @@ def _png_names(paths: Sequence[Path], out_dir: Path) -> list[str]:
 
 
 def _read_batch(
-    jobs: Sequence[tuple[Path, str]], skipped: list[dict[str, str]]
+    jobs: Sequence[tuple[Path, str]], skipped: list[dict[str, str]], skip_bad: bool
 ) -> list[tuple[Path, str, torch.Tensor]]:
-    """Decode the images of one batch; undecodable files are logged and appended to ``skipped`` instead."""
+    """Decode the images of one batch; with `skip_bad`, undecodable files are logged and appended to ``skipped``."""
     batch = []
     for path, png_name in jobs:
         try:
             batch.append((path, png_name, read_image(path)))
         except ImageError as err:
-            logger.warning("skipping %s", err)
+            if not skip_bad:
+                raise ImageError(f"{err}; pass --skip-bad (skip_bad=True) to skip unreadable images") from None
+            logger.warning("skipping unreadable image: %s", err)
             skipped.append({"file_name": str(path), "reason": str(err)})
     return batch
 
@@ -171,6 +174,7 @@ def predict_images(
     score_threshold: float = 0.3,
     mask_threshold: float = 0.5,
     progress: bool = True,
+    skip_bad: bool = False,
 ) -> Path:
     """Predict on image files; write ``out_dir/predictions.json`` and one drawn ``out_dir/<stem>.png`` per image.
 
@@ -185,6 +189,7 @@ def predict_images(
         score_threshold: detections scoring below this are neither drawn nor written.
         mask_threshold: probability above which a mask pixel belongs to the instance.
         progress: show a tqdm progress bar.
+        skip_bad: log and list unreadable files under ``skipped`` instead of raising their `ImageError`.
 
     Returns:
         The path of the JSON file (layout in the module docstring).
@@ -206,7 +211,7 @@ def predict_images(
     try:
         with torch.inference_mode(), tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
             for start in range(0, len(jobs), batch_size):
-                batch = _read_batch(jobs[start : start + batch_size], skipped)
+                batch = _read_batch(jobs[start : start + batch_size], skipped, skip_bad)
                 outputs = model([image.to(device, torch.float32) / 255 for _, _, image in batch]) if batch else []
                 for (path, png_name, image), output in zip(batch, outputs, strict=True):
                     entry, detections = _save_one(
@@ -291,6 +296,7 @@ def classify_images(
     top_k: int = 5,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
+    skip_bad: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Classify image files; write ``out_dir/predictions.json`` with the `top_k` classes of each image.
 
@@ -304,6 +310,7 @@ def classify_images(
         top_k: classes reported per image.
         batch_size: images per forward pass.
         device: where the model runs.
+        skip_bad: log and list unreadable files under ``skipped`` instead of raising their `ImageError`.
 
     Returns:
         The JSON path and its ``results``: ``{"file_name", "top": [{"class", "name", "probability"}]}`` per image.
@@ -322,7 +329,7 @@ def classify_images(
     try:
         with torch.inference_mode():
             for start in range(0, len(jobs), batch_size):
-                batch = _read_batch(jobs[start : start + batch_size], skipped)
+                batch = _read_batch(jobs[start : start + batch_size], skipped, skip_bad)
                 if not batch:
                     continue
                 probs = model([transform(image).to(device) for _, _, image in batch]).softmax(dim=1)

@@ -42,8 +42,9 @@ from torchspine.engine.evaluation import evaluate_detector
 from torchspine.engine.export import export_model
 from torchspine.engine.hooks import CheckpointHook, EvalHook, ProgressHook
 from torchspine.engine.metrics import MetricsLog, rewind_jsonl
+from torchspine.engine.sample_seeds import SeededSampler, SeededSamples
 from torchspine.engine.signals import GracefulExit
-from torchspine.engine.trainer import ResumableSampler, Trainer
+from torchspine.engine.trainer import Trainer
 from torchspine.errors import UsageError
 from torchspine.modelfile import Provenance
 from torchspine.utils.allocator import keep_freed_memory
@@ -133,13 +134,24 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def check_resumable_config(saved: Mapping[str, Any], cfg: ExperimentCfg, where: Path) -> None:
     """Raise `UsageError` listing every difference between a checkpoint's config and `cfg` outside
-    `RESUMABLE_CHANGES` (``name`` is informational and ignored)."""
+    `RESUMABLE_CHANGES` (``name`` is informational and ignored).
+
+    A setting the checkpoint does not have at all was added to torchspine after the run started; the user cannot
+    "restore" it, so it is logged (with the value the resumed run uses) instead of refusing the resume.
+    """
     old, new = _flatten(saved), _flatten(dataclasses.asdict(cfg))
     allowed = [*RESUMABLE_CHANGES, "name"]
+    added = sorted(set(new) - set(old))
+    if added:
+        logger.warning(
+            "resuming %s: the checkpoint predates these settings, which now take: %s",
+            where,
+            ", ".join(f"{key}={new[key]!r}" for key in added),
+        )
     changed = [
         f"{key}: {old.get(key, '<absent>')!r} in the checkpoint, {new.get(key, '<absent>')!r} now"
         for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key) and not any(fnmatch.fnmatch(key, pattern) for pattern in allowed)
+        if key in old and old.get(key) != new.get(key) and not any(fnmatch.fnmatch(key, pattern) for pattern in allowed)
     ]
     if changed:
         raise UsageError(
@@ -208,12 +220,11 @@ def train_experiment(
             held = {"train_split": cfg.data.train_split, "seed": cfg.data.holdout_seed, "image_ids": val_set.ids}
             (output_dir / "holdout_ids.json").write_text(json.dumps(held) + "\n")
 
-    sampler = ResumableSampler(
-        len(train_set), seed=cfg.train.seed, rank=dist_info.rank, world_size=dist_info.world_size
-    )
+    # Per-sample augmentation seeds: exact resume with data-loading workers too (engine/sample_seeds.py).
+    sampler = SeededSampler(len(train_set), seed=cfg.train.seed, rank=dist_info.rank, world_size=dist_info.world_size)
     _check_enough_samples(len(train_set), micro_batch, dist_info.world_size, cfg)
     loader = DataLoader(
-        train_set,
+        SeededSamples(train_set),
         batch_size=micro_batch,
         sampler=sampler,
         collate_fn=train_set.collate_fn,
@@ -224,11 +235,11 @@ def train_experiment(
     )
     steps_per_epoch = max(1, len(sampler) // micro_batch // cfg.train.grad_accum_steps)
     optimizer = build_optimizer(cfg.optim, model, cfg.train.global_batch_size)
-    scheduler, total_steps = build_schedule(cfg.schedule, optimizer, steps_per_epoch)
+    scheduler, total_steps = build_schedule(cfg.schedule, optimizer, steps_per_epoch, cfg.train.global_batch_size)
     max_steps = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps else total_steps
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)  # convolutions then run NHWC on their inputs too
-    model = wrap_model(model, dist_info, device)
+    model = wrap_model(model, dist_info, device, sync_bn=cfg.train.sync_bn)
     inner = getattr(model, "module", model)
     stop = GracefulExit()
     classifying = cfg.model.task == "classification"
@@ -287,6 +298,7 @@ def train_experiment(
         scheduler=scheduler,
         grad_accum_steps=cfg.train.grad_accum_steps,
         clip_grad_norm=cfg.optim.clip_grad_norm,
+        clip_mode=cfg.optim.clip_mode,
         amp=cfg.train.amp,
         device=device,
         stop_requested=lambda: stop.should_stop,

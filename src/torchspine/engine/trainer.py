@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from torchspine.engine.clipping import ClipMode, GradientClipper
 from torchspine.errors import TorchspineError
 
 logger = logging.getLogger(__name__)
@@ -107,11 +108,15 @@ class Trainer:
         data_loader: yields ``(images, targets)``; its sampler must be a `ResumableSampler`, and it should have its
             own ``generator`` (reseeded per epoch here) so that iterating it does not consume the global RNG.
             Resuming is then exact when data loading is deterministic given the RNG (``num_workers=0``); with
-            workers, the epoch's order and the model's randomness resume exactly, augmentations approximately.
+            workers, augmentations resume exactly only when seeded per sample (`engine.sample_seeds`, as
+            `train_experiment` does), otherwise approximately.
         max_steps: optimisation steps of the whole run.
         scheduler: stepped once per optimisation step, or None.
         grad_accum_steps: batches per optimisation step.
         clip_grad_norm: max global gradient norm, or None.
+        clip_mode: under DDP, clip each process's local gradient (divided by the process count) before summing
+            (``"per_replica"``, tensorflow/tpu) or the averaged gradient (``"global"``, Model Garden); see
+            `torchspine.engine.clipping`.
         amp: mixed precision: ``"bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA, with a gradient scaler).
         device: where the model and batches live.
         hooks: called in order around the loop.
@@ -135,6 +140,7 @@ class Trainer:
         scheduler: Any | None = None,
         grad_accum_steps: int = 1,
         clip_grad_norm: float | None = None,
+        clip_mode: ClipMode = "global",
         amp: AmpMode = "none",
         device: str | torch.device = "cpu",
         hooks: Sequence[Hook] = (),
@@ -160,6 +166,11 @@ class Trainer:
         self.stop_requested = stop_requested
         self.stop_agreed = False  # some process asked to stop (a signal); every process stops after this step
         self._distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.clipper = (
+            GradientClipper(clip_grad_norm, clip_mode, world_size=dist.get_world_size() if self._distributed else 1)
+            if clip_grad_norm is not None
+            else None
+        )
         # The latest evaluation ({"bbox/AP": ...}), set by the evaluation hook. Part of the state: a checkpoint
         # written after a resume must carry the same metrics as one written by the uninterrupted run.
         self.metrics: dict[str, float] = {}
@@ -265,15 +276,17 @@ class Trainer:
             images, targets = self._next_batch()
             images = [img.to(self.device, non_blocking=True) for img in images]
             targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
-            with self._autocast():
-                losses = self.model(images, targets)
-            loss = sum(losses.values())
-            nonfinite, stop = self._agree(not bool(torch.isfinite(loss)))
-            self.stop_agreed = self.stop_agreed or stop
-            if nonfinite:  # here or on another process: every process skips this step
-                finite = False
-                break
-            self.scaler.scale(loss / self.grad_accum_steps).backward()
+            # Per-replica clipping all-reduces the clipped gradients itself: DDP must not (no_sync).
+            with self.clipper.sync_context(self.model) if self.clipper is not None else nullcontext():
+                with self._autocast():
+                    losses = self.model(images, targets)
+                loss = sum(losses.values())
+                nonfinite, stop = self._agree(not bool(torch.isfinite(loss)))
+                self.stop_agreed = self.stop_agreed or stop
+                if nonfinite:  # here or on another process: every process skips this step
+                    finite = False
+                    break
+                self.scaler.scale(loss / self.grad_accum_steps).backward()
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / self.grad_accum_steps
         if not finite:
@@ -293,9 +306,8 @@ class Trainer:
                 )
             return None
         self.nonfinite_in_a_row = 0
-        if self.clip_grad_norm is not None:
-            self.scaler.unscale_(self.optimizer)
-            totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm))
+        if self.clipper is not None:
+            totals["grad_norm"] = self.clipper.clip_(self.model, self.optimizer, scale=float(self.scaler.get_scale()))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

@@ -24,7 +24,16 @@ from torchspine.layers.blocks import BottleneckBlock, MBConvBlock, ResidualBlock
 from torchspine.layers.conv import ConvNormAct, NormLayer
 from torchspine.layers.padding import MaxPool2dSame, PadMode
 from torchspine.layers.resample import PoolMode, Resample, ResampleSepConv
-from torchspine.specs import SPINENET_STEM_FILTERS, GraphPlan, NodePlan, ParentPlan, SpineNetCfg, plan_graph
+from torchspine.specs import (
+    SPINENET_BLOCKS,
+    SPINENET_STEM_FILTERS,
+    TPU_SPINENET_NUM_BLOCKS,
+    GraphPlan,
+    NodePlan,
+    ParentPlan,
+    SpineNetCfg,
+    plan_graph,
+)
 
 Semantics = Literal["tpu", "model_garden"]
 
@@ -46,6 +55,19 @@ SEMANTICS: dict[str, Numerics] = {
     # Model Garden: 'same' padding everywhere, chains of 3x3/2 pools, Keras BN(momentum=0.99, epsilon=1e-3).
     "model_garden": Numerics(pad_mode="same", pool_mode="chain", norm_eps=1e-3, norm_momentum=1 - 0.99),
 }
+
+
+def drop_path_blocks(cfg: SpineNetCfg, semantics: str) -> int:
+    """The N of the stochastic-depth schedule ``rate * i / N`` that `semantics`' official code uses for `cfg`.
+
+    Both official codes divide by the length of their block table. Model Garden's has 16 rows (a level-2 output
+    last); tensorflow/tpu's has only the first 15 (`TPU_SPINENET_NUM_BLOCKS`), so with the paper's blocks under
+    ``"tpu"`` the last built block drops with the full rate (0.2, not 0.1875). Any other block list (a searched
+    spec, the mobile family) is its own table in both codes.
+    """
+    if semantics == "tpu" and cfg.blocks == SPINENET_BLOCKS:
+        return TPU_SPINENET_NUM_BLOCKS
+    return len(cfg.blocks)
 
 
 @dataclass(frozen=True)
@@ -97,8 +119,9 @@ class SpineNet(nn.Module):
             recipes (protocol C), the tensorflow/tpu class and Model Garden's released SpineNet-49/96/143 use.
         norm_eps: BatchNorm epsilon; None takes the semantics' default.
         norm_momentum: BatchNorm momentum in PyTorch's convention (``1 - TF momentum``); None takes the default.
-        drop_path_rate: initial stochastic-depth rate; block i of N (1-based) drops its residual branches with
-            ``rate * i / N`` during training, as in both official implementations. Stem blocks never drop.
+        drop_path_rate: initial stochastic-depth rate; block i (1-based) drops its residual branches with
+            ``rate * i / N`` during training, N being the block count of the chosen implementation's table
+            (`drop_path_blocks`: 15 for tensorflow/tpu, 16 for Model Garden). Stem blocks never drop.
         se_gate: gate of the mobile blocks' squeeze-excitation; Model Garden's ``"hard_sigmoid"`` by default.
         dropblock_keep_prob: DropBlock keep probability in (0, 1] (the paper's protocol A), or None (default) for
             none, as both official SpineNets (tensorflow/tpu hard-codes it off). When set, every residual and
@@ -145,7 +168,7 @@ class SpineNet(nn.Module):
                 raise UsageError(f"dropblock_size={dropblock_size}: expected an odd size >= 1")
         numerics = SEMANTICS[semantics]
         self.cfg = cfg
-        self.plan: GraphPlan = plan_graph(cfg)
+        self.plan: GraphPlan = plan_graph(cfg, drop_path_blocks=drop_path_blocks(cfg, semantics))
         self.in_chans = in_chans
         self.semantics = semantics
         self.act_name = act

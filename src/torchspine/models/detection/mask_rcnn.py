@@ -15,8 +15,9 @@ heads have the structure of tensorflow/tpu ``heads.py``, so its checkpoints conv
 * sampling: RPN 256 anchors/image (half positive, IoU 0.7/0.3), proposals 2000 -> 1000 (train) and
   1000 -> 1000 (test) with NMS 0.7; 512 RoIs/image, 25 % foreground at IoU 0.5.
 
-Losses are torchvision's (smooth-L1 with beta 1/9 for the RPN and 1 for the box head; the official Huber losses
-with the same deltas differ only by the constant factor delta).
+Losses: tensorflow/tpu's by default (``loss_style="tpu"``, `torchspine.models.detection.rcnn_losses`: Huber
+delta 1/9 for the RPN normalised per level, Huber delta 1 for the box head over 4 x the foreground RoIs), or
+torchvision's (``loss_style="torchvision"``: smooth-L1 beta 1/9 for both, normalised by all sampled anchors / RoIs).
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from torchspine.errors import UsageError
 from torchspine.layers.activations import get_act_layer
 from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder, feature_levels
+from torchspine.models.detection.rcnn_loss_heads import LossStyle, use_loss_style
 from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES, ResNetFPN
 from torchspine.models.detection.roi import TPUMultiLevelRoIAlign, multiscale_roi_align
-from torchspine.models.detection.rpn import TPURegionProposalNetwork
+from torchspine.models.detection.rpn import with_tpu_proposals
 from torchspine.models.detection.transform import SquarePadTransform
 from torchspine.registry import create_model
 from torchspine.variants import backbone_defaults
@@ -175,6 +176,7 @@ def build_mask_rcnn(
     rpn_num_convs: int | None = None,
     num_fcs: int = 1,
     box_ops: Literal["tpu", "torchvision"] = "tpu",
+    loss_style: LossStyle = "tpu",
 ) -> MaskRCNN:
     """A Mask R-CNN as in the paper, following torchvision's detection API.
 
@@ -196,6 +198,8 @@ def build_mask_rcnn(
             proposal selection, `TPURegionProposalNetwork`), which converted checkpoints need to reproduce the
             official outputs. ``"torchvision"``: torchvision's
             ``MultiScaleRoIAlign`` (2x2 samples per bin) and box coding without the offset.
+        loss_style: training losses: ``"tpu"`` (tensorflow/tpu ``modeling/losses.py``, the paper's) or
+            ``"torchvision"`` (torchvision's ``MaskRCNN`` losses). Inference is the same.
 
     The RPN levels, anchors, RoI pooling levels and padding follow the backbone's ``feature_info``. Weights files
     are loaded by `torchspine.load_model`.
@@ -203,9 +207,10 @@ def build_mask_rcnn(
     d = backbone_defaults(backbone if isinstance(backbone, str) else "custom").mask_rcnn
     if isinstance(backbone, str):
         if backbone in RESNET_FPN_BACKBONES:
-            if backbone_args:
-                raise UsageError(f"backbone_args {sorted(backbone_args)} do not apply to {backbone}")
-            backbone = ResNetFPN(backbone)
+            extra = sorted(set(backbone_args or {}) - {"norm_eps", "norm_momentum"})
+            if extra:
+                raise UsageError(f"backbone_args {extra} do not apply to {backbone} (only norm_eps, norm_momentum)")
+            backbone = ResNetFPN(backbone, **(backbone_args or {}))
         else:
             backbone = create_model(backbone, **(backbone_args or {}))
     act = act or getattr(backbone, "act_name", "relu")
@@ -269,29 +274,14 @@ def build_mask_rcnn(
         mask_head=mask_head,
         mask_predictor=MaskPredictor(head_dim, num_classes, act=act, norm_eps=eps, norm_momentum=momentum),
     )
+    use_loss_style(model, loss_style)  # replaces model.rpn / model.roi_heads: set their parts after this line
     model.transform = SquarePadTransform(image_size or d.image_size, size_divisible=2 ** levels[-1])
     tpu = 1.0 if box_ops == "tpu" else 0.0
     if box_ops == "tpu":
-        model.rpn = _tpu_rpn(model.rpn)
+        model.rpn = with_tpu_proposals(model.rpn)
     model.rpn.box_coder = TFBoxCoder(decode_offset=tpu)  # tensorflow/tpu: RPN targets without, proposals with +1
     model.roi_heads.box_coder = TFBoxCoder((10.0, 10.0, 5.0, 5.0), encode_offset=tpu, decode_offset=tpu)
     return model
-
-
-def _tpu_rpn(rpn: RegionProposalNetwork) -> TPURegionProposalNetwork:
-    """The same RPN (head, anchors, matching, sampling, thresholds) with tensorflow/tpu's proposal selection."""
-    return TPURegionProposalNetwork(
-        rpn.anchor_generator,
-        rpn.head,
-        rpn.proposal_matcher.high_threshold,
-        rpn.proposal_matcher.low_threshold,
-        rpn.fg_bg_sampler.batch_size_per_image,
-        rpn.fg_bg_sampler.positive_fraction,
-        rpn._pre_nms_top_n,
-        rpn._post_nms_top_n,
-        rpn.nms_thresh,
-        rpn.score_thresh,
-    )
 
 
 def _roi_pool(backbone: nn.Module, output_size: int, box_ops: str) -> nn.Module:

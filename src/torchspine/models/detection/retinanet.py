@@ -121,9 +121,10 @@ def build_retinanet(
     d = backbone_defaults(backbone if isinstance(backbone, str) else "custom")
     if isinstance(backbone, str):
         if backbone in RESNET_FPN_BACKBONES:
-            if backbone_args:
-                raise UsageError(f"backbone_args {sorted(backbone_args)} do not apply to {backbone}")
-            backbone = ResNetFPN(backbone)
+            extra = sorted(set(backbone_args or {}) - {"norm_eps", "norm_momentum"})
+            if extra:
+                raise UsageError(f"backbone_args {extra} do not apply to {backbone} (only norm_eps, norm_momentum)")
+            backbone = ResNetFPN(backbone, **(backbone_args or {}))
         else:
             backbone = create_model(backbone, **(backbone_args or {}))
     levels = feature_levels(backbone)

@@ -90,6 +90,9 @@ class TPUMultiLevelRoIAlign(MultiScaleRoIAlign):
             out[keep] = pooled.permute(0, 3, 1, 2)
         return out
 
+    def extra_repr(self) -> str:  # the parent's reads attributes this class does not have
+        return f"featmap_names={self.featmap_names}, levels={self.levels}, output_size={self.output_size}"
+
     def _grid(self, start: Tensor, size: Tensor, bound: float) -> tuple[Tensor, Tensor]:
         """Bilinear weights ``(R, out, 2)`` and neighbour indices ``(R, out, 2)`` of the bin centres along one axis."""
         steps = torch.arange(self.output_size, device=start.device, dtype=start.dtype) + 0.5

@@ -10,16 +10,24 @@ and the losses are torchvision's, unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import nms
 
-__all__ = ["TPURegionProposalNetwork"]
+from torchspine.models.detection.rcnn_loss_heads import TPULossRPN
+
+__all__ = ["TPULossTPUProposalRPN", "TPUProposalSelection", "TPURegionProposalNetwork", "with_tpu_proposals"]
 
 
-class TPURegionProposalNetwork(RegionProposalNetwork):
-    """torchvision's RPN with tensorflow/tpu's proposal selection (module docstring); same constructor."""
+class TPUProposalSelection:
+    """Mixin for a torchvision ``RegionProposalNetwork``: tensorflow/tpu's proposal selection (module docstring)."""
+
+    pre_nms_top_n: Callable[[], int]
+    post_nms_top_n: Callable[[], int]
+    nms_thresh: float
 
     def filter_proposals(
         self,
@@ -50,6 +58,35 @@ class TPURegionProposalNetwork(RegionProposalNetwork):
             final_boxes.append(torch.cat(kept_boxes)[order])
             final_scores.append(scores)
         return final_boxes, final_scores
+
+
+class TPURegionProposalNetwork(TPUProposalSelection, RegionProposalNetwork):
+    """torchvision's RPN (losses included) with tensorflow/tpu's proposal selection; same constructor."""
+
+
+class TPULossTPUProposalRPN(TPUProposalSelection, TPULossRPN):
+    """The RPN with tensorflow/tpu's losses (`TPULossRPN`) and its proposal selection."""
+
+
+def with_tpu_proposals(rpn: RegionProposalNetwork) -> RegionProposalNetwork:
+    """The same RPN (head, anchors, matching, sampling, thresholds, losses) with tensorflow/tpu's proposals."""
+    if isinstance(rpn, TPULossRPN):
+        return TPULossTPUProposalRPN.from_torchvision(rpn)
+    new = TPURegionProposalNetwork(
+        rpn.anchor_generator,
+        rpn.head,
+        rpn.proposal_matcher.high_threshold,
+        rpn.proposal_matcher.low_threshold,
+        rpn.fg_bg_sampler.batch_size_per_image,
+        rpn.fg_bg_sampler.positive_fraction,
+        dict(rpn._pre_nms_top_n),
+        dict(rpn._post_nms_top_n),
+        rpn.nms_thresh,
+        rpn.score_thresh,
+    )
+    new.proposal_matcher.allow_low_quality_matches = rpn.proposal_matcher.allow_low_quality_matches
+    new.box_coder = rpn.box_coder
+    return new
 
 
 def _top(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
