@@ -181,7 +181,7 @@ def test_tpu_mask_rcnn_checkpoint_backbone_only(tmp_path):
     arrays["rpn_head/rpn/kernel"] = np.zeros((3, 3, 32, 32), np.float32)
     arrays["mask_head/mask_fcn_logits/kernel"] = np.zeros((1, 1, 32, 91), np.float32)
     write_tf1_checkpoint(arrays, tmp_path / "model.ckpt")
-    with pytest.raises(ConversionError, match="Mask R-CNN heads need torchspine's Mask R-CNN model"):
+    with pytest.raises(ConversionError, match="Mask R-CNN head variables incomplete"):
         convert_checkpoint(tmp_path, act="relu")
     _, meta, report = convert_checkpoint(tmp_path, act="relu", task="backbone")
     assert meta.task == "backbone" and meta.backbone.numerics.norm_eps == 1e-3  # Mask R-CNN configs' BN

@@ -178,7 +178,9 @@ def test_loss_style_is_a_config_switch_for_mask_rcnn_only():
         overrides=["model.backbone=test_spinenet", "model.image_size=128", "model.loss_style=torchvision"],
     )
     model = build_model(plain.model, num_classes=4)
-    assert type(model.rpn) is RegionProposalNetwork and type(model.roi_heads) is RoIHeads
+    # box_ops="tpu" (default) makes the RPN a subclass with tensorflow/tpu's proposal selection, losses unchanged
+    assert not isinstance(model.rpn, TPULossRPN) and isinstance(model.rpn, RegionProposalNetwork)
+    assert type(model.roi_heads) is RoIHeads
     assert isinstance(build_model(cfg.model, num_classes=4).roi_heads, TPULossRoIHeads)
     with pytest.raises(ConfigError, match=r"model\.loss_style: only applies to task=maskrcnn"):
         load_config("retinanet_spinenet49_protocol_c", overrides=["model.loss_style=torchvision"])

@@ -82,6 +82,7 @@ def model_file_for(task: str, backbone: str, num_classes: int | None, head: dict
             num_convs=head.pop("num_convs", m.num_convs),
             fc_dim=head.pop("fc_dim", m.fc_dim),
             anchor_size=head.pop("anchor_size", m.anchor_size),
+            rpn_num_convs=head.pop("rpn_num_convs", m.rpn_num_convs),
             **head,
         )
     elif task == "classification":
@@ -219,4 +220,6 @@ def build_from_file(
         fc_dim=h.fc_dim,
         anchor_size=h.anchor_size,
         act=act,
+        rpn_num_convs=h.rpn_num_convs,
+        num_fcs=h.num_fcs,
     )

@@ -130,12 +130,16 @@ class MaskRCNNHeadInfo:
         num_convs: convs of the box and mask heads.
         fc_dim: width of the box head's FC.
         anchor_size: RPN anchor size in strides.
+        rpn_num_convs: convs of the RPN head.
+        num_fcs: FC layers of the box head.
     """
 
     head_dim: int
     num_convs: int
     fc_dim: int
     anchor_size: float
+    rpn_num_convs: int = 1
+    num_fcs: int = 1
 
 
 HeadInfo = ClassifierHeadInfo | RetinaNetHeadInfo | MaskRCNNHeadInfo

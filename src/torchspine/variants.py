@@ -59,6 +59,7 @@ class MaskRCNNDefaults:
         num_convs: convs of the box and mask heads.
         fc_dim: width of the box head's FC.
         anchor_size: RPN anchor size in strides.
+        rpn_num_convs: convs of the RPN head.
         params: published model-zoo parameters (91 classes).
         macs: published "FLOPs" (multiply-adds; box head on 1000 proposals, mask head on 100 detections).
     """
@@ -68,6 +69,7 @@ class MaskRCNNDefaults:
     num_convs: int = 4
     fc_dim: int = 1024
     anchor_size: float = 3.0
+    rpn_num_convs: int = 1
     params: float | None = None
     macs: float | None = None
 

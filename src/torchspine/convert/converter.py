@@ -36,17 +36,19 @@ from torchspine.convert.infer import (
     match_variant,
 )
 from torchspine.convert.tf_checkpoint import list_variables, load_variables, resolve_checkpoint_prefix
-from torchspine.convert.tpu_names import tpu_backbone_units, tpu_retinanet_head_names
-from torchspine.convert.transforms import BN_SUFFIXES, conv_kernel, transformed_shape
+from torchspine.convert.tpu_names import tpu_backbone_units, tpu_maskrcnn_head_names, tpu_retinanet_head_names
+from torchspine.convert.transforms import BN_SUFFIXES, conv_kernel, dense_kernel_from_nhwc, transformed_shape
 from torchspine.modelfile import (
     BackboneInfo,
     ClassifierHeadInfo,
+    MaskRCNNHeadInfo,
     ModelFile,
     Numerics,
     Provenance,
     RetinaNetHeadInfo,
 )
 from torchspine.models.detection.heads import RetinaNetHead
+from torchspine.models.detection.mask_rcnn import build_mask_rcnn
 from torchspine.models.spinenet import SpineNet
 from torchspine.registry import variant_info
 from torchspine.specs import SpineNetCfg, cfg_to_dict
@@ -173,11 +175,6 @@ def convert_checkpoint(
     fmt, root = detect_format(names)
     found_task = detect_task(names, fmt)
     task = task or found_task
-    if task == "maskrcnn" or (task != "backbone" and found_task == "maskrcnn"):
-        raise ConversionError(
-            "Mask R-CNN heads need torchspine's Mask R-CNN model, which does not exist yet; "
-            "use --task backbone to extract the backbone"
-        )
     if task != "backbone" and task != found_task:
         raise ConversionError(f"--task {task} but the checkpoint holds a {found_task} model")
     semantics = fmt if semantics == "auto" else semantics
@@ -218,7 +215,7 @@ def convert_checkpoint(
         backbone = SpineNet(cfg, **backbone_args)
     entries = _backbone_entries(backbone, fmt, root, "" if task == "backbone" else "backbone.")
     num_classes: int | None = None
-    head_info: RetinaNetHeadInfo | ClassifierHeadInfo | None = None
+    head_info: RetinaNetHeadInfo | ClassifierHeadInfo | MaskRCNNHeadInfo | None = None
     own = {("" if task == "backbone" else "backbone.") + k: v for k, v in backbone.state_dict().items()}
     if task == "retinanet":
         anchor_size = backbone_defaults(variant).retinanet.anchor_size
@@ -226,6 +223,12 @@ def convert_checkpoint(
         num_classes, head_info, head_entries, head = _head(shapes, fmt, cfg, act, eps, norm_momentum, anchor_size)
         entries += head_entries
         own.update({f"head.{k}": v for k, v in head.state_dict().items()})
+    elif task == "maskrcnn":
+        anchor_size = backbone_defaults(variant).mask_rcnn.anchor_size
+        notes.append(f"anchor size {anchor_size} (the paper's for {variant}; not stored in checkpoints)")
+        num_classes, head_info, head_entries, head_state = _maskrcnn_head(shapes, backbone, act, anchor_size)
+        entries += head_entries
+        own.update(head_state)
     elif task == "classification":
         kernel = shapes["classification_head/dense/kernel"]
         num_classes, head_info = kernel[1], ClassifierHeadInfo()
@@ -341,10 +344,97 @@ def _head(
     return num_classes, head_info, entries, head
 
 
+def _maskrcnn_head(
+    shapes: Mapping[str, tuple[int, ...]],
+    backbone: SpineNet,
+    act: str,
+    anchor_size: float,
+) -> tuple[int, MaskRCNNHeadInfo, list[_Entry], dict[str, torch.Tensor]]:
+    """tensorflow/tpu Mask R-CNN heads: settings from the variable shapes, entries, and the model's head tensors."""
+
+    def count(pattern: str) -> int:
+        return len([n for n in shapes if re.fullmatch(pattern, n)])
+
+    rpn = shapes.get("rpn_head/rpn/kernel")
+    cls_pred = shapes.get("fast_rcnn_head/class-predict/kernel")
+    box_pred = shapes.get("fast_rcnn_head/box-predict/kernel")
+    fc = shapes.get("fast_rcnn_head/fc6/kernel")
+    rpn_cls = shapes.get("rpn_head/rpn-class/kernel")
+    if rpn is None or cls_pred is None or box_pred is None or fc is None or rpn_cls is None:
+        raise ConversionError(
+            "Mask R-CNN head variables incomplete (need rpn_head/rpn, rpn_head/rpn-class, fast_rcnn_head/fc6, "
+            "fast_rcnn_head/class-predict and fast_rcnn_head/box-predict)"
+        )
+    num_classes = cls_pred[1]
+    if box_pred[1] != 4 * num_classes:
+        raise ConversionError(
+            f"fast_rcnn_head/box-predict has {box_pred[1]} outputs: only class-specific box regression "
+            f"(4 x {num_classes}, the official SpineNet configs) is supported"
+        )
+    num_anchors = rpn_cls[3]
+    if num_anchors != len(CANONICAL_ASPECT_RATIOS):
+        raise ConversionError(
+            f"rpn_head/rpn-class predicts {num_anchors} anchors per location; the Mask R-CNN recipes use 1 scale x "
+            f"{len(CANONICAL_ASPECT_RATIOS)} aspect ratios"
+        )
+    head_dim = rpn[3]
+    num_convs = count(r"fast_rcnn_head/conv_\d+/kernel")
+    mask_convs = count(r"mask_head/mask-conv-l\d+/kernel")
+    widths = {
+        "rpn_head/rpn": head_dim,
+        "fast_rcnn_head/conv_0": shapes.get("fast_rcnn_head/conv_0/kernel", (0, 0, 0, head_dim))[3],
+        "mask_head/mask-conv-l0": shapes.get("mask_head/mask-conv-l0/kernel", (0, 0, 0, 0))[3],
+    }
+    if mask_convs != num_convs or len(set(widths.values())) != 1:
+        raise ConversionError(
+            f"torchspine's Mask R-CNN shares one conv width and depth between its heads; this checkpoint has "
+            f"widths {widths}, {num_convs} box-head and {mask_convs} mask-head convs"
+        )
+    info = MaskRCNNHeadInfo(
+        head_dim=head_dim,
+        num_convs=num_convs,
+        fc_dim=fc[1],
+        anchor_size=anchor_size,
+        rpn_num_convs=count(r"rpn_head/rpn(-\d+)?/kernel"),
+        num_fcs=count(r"fast_rcnn_head/fc\d+/kernel"),
+    )
+    with torch.device("meta"):  # the heads take the backbone's activation and BN settings
+        model = build_mask_rcnn(
+            backbone,
+            num_classes=num_classes,
+            image_size=640,
+            head_dim=info.head_dim,
+            num_convs=info.num_convs,
+            fc_dim=info.fc_dim,
+            anchor_size=anchor_size,
+            act=act,
+            rpn_num_convs=info.rpn_num_convs,
+            num_fcs=info.num_fcs,
+        )
+    names = tpu_maskrcnn_head_names(
+        rpn_num_convs=info.rpn_num_convs,
+        num_convs=num_convs,
+        num_fcs=info.num_fcs,
+        levels=range(backbone.cfg.min_level, backbone.cfg.max_level + 1),
+    )
+    source = SOURCE_ASPECT_RATIOS["tpu"]
+    perms = {
+        "rpn.head.cls_logits": _anchor_perm(num_anchors, 1, source),
+        "rpn.head.bbox_pred": _anchor_perm(num_anchors, 4, source),
+    }
+    entries = [_Entry(key, tf_name, transform, perms.get(key.rsplit(".", 1)[0])) for key, tf_name, transform in names]
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    return num_classes, info, entries, state
+
+
 def _claimed(name: str, fmt: SourceFormat, root: str, task: str) -> bool:
     """Whether `name` lies in a scope the conversion must consume completely."""
     if fmt == "tpu":
-        heads = {"retinanet": ["retinanet/"], "classification": ["classification_head/"]}.get(task, [])
+        heads = {
+            "retinanet": ["retinanet/"],
+            "classification": ["classification_head/"],
+            "maskrcnn": ["rpn_head/", "fast_rcnn_head/", "mask_head/"],
+        }.get(task, [])
         scopes = ["spinenet/", *heads]
     else:
         scopes = [f"{root}/", *(["head/", "model/_head/"] if task == "retinanet" else [])]
@@ -406,6 +496,8 @@ def _apply(
             tensor = conv_kernel(value, depthwise=e.transform == "depthwise")
         elif e.transform == "dense":
             tensor = torch.from_numpy(np.ascontiguousarray(value.T))
+        elif e.transform == "dense_nhwc":  # the official RoI features are 7x7 (maskrcnn_model.py)
+            tensor = dense_kernel_from_nhwc(value, 7, 7)
         else:
             tensor = torch.from_numpy(np.ascontiguousarray(value))
         if e.out_perm is not None:
@@ -417,6 +509,7 @@ def _apply(
                 "torch_key": e.torch_key,
                 "shape": list(tensor.shape),
                 **({"permuted": "anchor aspect-ratio order"} if e.out_perm else {}),
+                **({"permuted": "input rows NHWC -> NCHW flatten order"} if e.transform == "dense_nhwc" else {}),
             }
         )
     for key in own:

@@ -90,3 +90,56 @@ def tpu_retinanet_head_names(num_convs: int, levels: range) -> dict[str, str]:
         names[f"{tower}.predict.weight"] = f"{scope}-predict/kernel"
         names[f"{tower}.predict.bias"] = f"{scope}-predict/bias"
     return names
+
+
+def tpu_maskrcnn_head_names(
+    *, rpn_num_convs: int, num_convs: int, num_fcs: int, levels: range
+) -> list[tuple[str, str, str]]:
+    """``(torch key, tensorflow/tpu variable, transform)`` of the Mask R-CNN heads (torch keys of torchvision's
+    ``MaskRCNN`` with torchspine's heads; tensorflow/tpu ``heads.RpnHead`` / ``FastrcnnHead`` / ``MaskrcnnHead``).
+
+    * ``rpn_head/rpn[-i]``: the shared convs; ``rpn_head/rpn-l{level}-bn[-i]`` their per-level BNs;
+      ``rpn_head/rpn-class`` and ``rpn_head/rpn-box`` the 1x1 predictors.
+    * ``fast_rcnn_head/conv_{i}`` then ``fc{6 + j}``, each followed by an unnamed BN, numbered in creation order
+      (``batch_normalization[_k]``); ``class-predict`` and ``box-predict`` are dense layers.
+    * ``mask_head/mask-conv-l{i}``, the transposed conv ``conv5-mask``, each with an unnamed BN, and the 1x1
+      ``mask_fcn_logits``.
+
+    Transforms: ``conv`` (HWIO kernels; the transposed conv's ``[kh, kw, out, in]`` takes the same permutation to
+    PyTorch's ``[in, out, kh, kw]``), ``dense``, ``dense_nhwc`` (the first FC: the official head flattens NHWC RoI
+    features), ``copy``.
+    """
+    entries: list[tuple[str, str, str]] = []
+
+    def conv(torch_prefix: str, tf_scope: str, transform: str = "conv") -> None:
+        entries.append((f"{torch_prefix}.weight", f"{tf_scope}/kernel", transform))
+        entries.append((f"{torch_prefix}.bias", f"{tf_scope}/bias", "copy"))
+
+    def bn(torch_prefix: str, tf_scope: str) -> None:
+        entries.extend((f"{torch_prefix}.{t}", f"{tf_scope}/{f}", "copy") for f, t in BN_SUFFIXES.items())
+
+    for i in range(rpn_num_convs):
+        conv(f"rpn.head.convs.{i}", "rpn_head/rpn" + ("" if i == 0 else f"-{i}"))
+        for li, level in enumerate(levels):
+            bn(f"rpn.head.norms.{li}.{i}", f"rpn_head/rpn-l{level}-bn" + ("" if i == 0 else f"-{i}"))
+    conv("rpn.head.cls_logits", "rpn_head/rpn-class")
+    conv("rpn.head.bbox_pred", "rpn_head/rpn-box")
+
+    box = _Scope("fast_rcnn_head")
+    for i in range(num_convs):
+        conv(f"roi_heads.box_head.convs.{i}.0", f"fast_rcnn_head/conv_{i}")
+        bn(f"roi_heads.box_head.convs.{i}.1", box.next()[1])
+    for j in range(num_fcs):
+        conv(f"roi_heads.box_head.fcs.{j}.0", f"fast_rcnn_head/fc{6 + j}", "dense_nhwc" if j == 0 else "dense")
+        bn(f"roi_heads.box_head.fcs.{j}.1", box.next()[1])
+    conv("roi_heads.box_predictor.cls_score", "fast_rcnn_head/class-predict", "dense")
+    conv("roi_heads.box_predictor.bbox_pred", "fast_rcnn_head/box-predict", "dense")
+
+    mask = _Scope("mask_head")
+    for i in range(num_convs):
+        conv(f"roi_heads.mask_head.{i}.0", f"mask_head/mask-conv-l{i}")
+        bn(f"roi_heads.mask_head.{i}.1", mask.next()[1])
+    conv("roi_heads.mask_predictor.upsample", "mask_head/conv5-mask")
+    bn("roi_heads.mask_predictor.norm", mask.next()[1])
+    conv("roi_heads.mask_predictor.logits", "mask_head/mask_fcn_logits")
+    return entries

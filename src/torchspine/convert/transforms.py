@@ -42,12 +42,24 @@ def conv_bn_state(
     return state
 
 
+def dense_kernel_from_nhwc(kernel: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """TF dense kernel ``[H * W * C, out]`` over NHWC-flattened features -> ``[out, C * H * W]`` for PyTorch's
+    channel-major flatten of NCHW features (the Fast R-CNN head's first FC)."""
+    rows, out = kernel.shape
+    if rows % (height * width):
+        raise ValueError(f"dense kernel with {rows} input rows is not over {height}x{width} feature maps")
+    channels = rows // (height * width)
+    chw = kernel.reshape(height * width, channels, out).transpose(1, 0, 2).reshape(rows, out)
+    return torch.from_numpy(np.ascontiguousarray(chw.T))
+
+
 def transformed_shape(shape: tuple[int, ...], transform: str) -> tuple[int, ...]:
-    """Shape of a TF array after the named layout transform (``conv``, ``depthwise``, ``dense`` or ``copy``)."""
+    """Shape of a TF array after the named layout transform (``conv``, ``depthwise``, ``dense[_nhwc]`` or
+    ``copy``)."""
     if transform == "conv":
         return (shape[3], shape[2], shape[0], shape[1])
     if transform == "depthwise":
         return (shape[2], shape[3], shape[0], shape[1])
-    if transform == "dense":
+    if transform in ("dense", "dense_nhwc"):
         return (shape[1], shape[0])
     return tuple(shape)

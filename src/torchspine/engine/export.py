@@ -106,10 +106,12 @@ def describe_model(
     if isinstance(model, MaskRCNN):
         roi = model.roi_heads
         mask_rcnn = MaskRCNNHeadInfo(
-            head_dim=model.rpn.head.conv.out_channels,
+            head_dim=model.rpn.head.cls_logits.in_channels,
             num_convs=len(roi.box_head.convs),
-            fc_dim=roi.box_head.fc.out_features,
+            fc_dim=roi.box_head.fcs[0][0].out_features,
             anchor_size=float(model.rpn.anchor_generator.anchor_size),
+            rpn_num_convs=len(model.rpn.head.convs),
+            num_fcs=len(roi.box_head.fcs),
         )
         info = ModelFile(
             "maskrcnn",

@@ -103,15 +103,40 @@ class TFAnchorGenerator(AnchorGenerator):
 
 
 class TFBoxCoder(BoxCoder):
-    """torchvision's ``BoxCoder`` (unit weights, ``log(1000/16)`` clip) with the official ``(ty, tx, th, tw)`` order."""
+    """torchvision's ``BoxCoder`` (``log(1000/16)`` clip) with the official ``(ty, tx, th, tw)`` order.
+
+    Args:
+        weights: ``(wy, wx, wh, ww)`` code scales (1 for RPN / RetinaNet, ``(10, 10, 5, 5)`` for the Fast R-CNN head).
+        encode_offset: added to box sizes and far corners when encoding. tensorflow/tpu's ``box_utils.encode_boxes``
+            (Fast R-CNN targets) uses the legacy "+1" pixel convention, ``h = y2 - y1 + 1``.
+        decode_offset: the same for decoding: tensorflow/tpu's ``box_utils.decode_boxes`` (RPN proposals and Fast
+            R-CNN detections) uses ``h = y2 - y1 + 1`` and ``y2 = y1' + h' - 1``. Its RPN *targets* come from
+            ``faster_rcnn_box_coder`` without the offset, so its RPN coder is ``encode_offset=0, decode_offset=1``.
+    """
 
     _SWAP = [1, 0, 3, 2]  # (ty, tx, th, tw) <-> (tx, ty, tw, th)
 
-    def __init__(self) -> None:
-        super().__init__(weights=(1.0, 1.0, 1.0, 1.0), bbox_xform_clip=math.log(1000.0 / 16))
+    def __init__(
+        self,
+        weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+        *,
+        encode_offset: float = 0.0,
+        decode_offset: float = 0.0,
+    ) -> None:
+        wy, wx, wh, ww = weights
+        super().__init__(weights=(wx, wy, ww, wh), bbox_xform_clip=math.log(1000.0 / 16))
+        self.encode_offset, self.decode_offset = encode_offset, decode_offset
+
+    def _grow(self, boxes: Tensor, offset: float) -> Tensor:
+        return boxes if offset == 0.0 else boxes + boxes.new_tensor([0.0, 0.0, offset, offset])
 
     def encode_single(self, reference_boxes: Tensor, proposals: Tensor) -> Tensor:
-        return super().encode_single(reference_boxes, proposals)[:, self._SWAP]
+        grown = self._grow(reference_boxes, self.encode_offset), self._grow(proposals, self.encode_offset)
+        return super().encode_single(*grown)[:, self._SWAP]
 
     def decode_single(self, rel_codes: Tensor, boxes: Tensor) -> Tensor:
-        return super().decode_single(rel_codes[:, self._SWAP], boxes)
+        """Codes ``(N, 4 * K)`` (K boxes per reference, e.g. one per class) -> boxes ``(N, 4 * K)`` xyxy."""
+        n = rel_codes.shape[0]
+        codes = rel_codes.reshape(n, -1, 4)[:, :, self._SWAP].reshape(n, -1)
+        decoded = super().decode_single(codes, self._grow(boxes, self.decode_offset))
+        return self._grow(decoded.reshape(n, -1, 4), -self.decode_offset).reshape(n, -1)

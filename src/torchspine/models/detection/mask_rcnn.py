@@ -1,15 +1,17 @@
 """Mask R-CNN with a SpineNet (or ResNet-FPN) backbone, composed from torchvision's ``MaskRCNN``.
 
-Du et al., 2020, §4.2; official code: tensorflow/tpu ``maskrcnn_config.py`` + ``configs/spinenet/*_mrcnn.yaml``
-and Model Garden ``maskrcnn_model.py`` (Apache-2.0):
+Du et al., 2020, §4.2; official code: tensorflow/tpu ``maskrcnn_config.py`` + ``configs/spinenet/*_mrcnn.yaml``,
+``modeling/architecture/heads.py``, ``maskrcnn_model.py`` and Model Garden ``maskrcnn_model.py`` (Apache-2.0). The
+heads have the structure of tensorflow/tpu ``heads.py``, so its checkpoints convert tensor for tensor:
 
-* RPN: one 3x3 conv (head width) shared across levels with a BatchNorm per level, then 1x1 objectness and box
-  predictors;
-  anchors of size 3 (5 for SpineNet-190), one scale, aspect ratios 0.5/1/2;
-* RoIs from P3-P7 by ``floor(4 + log2(sqrt(area) / 224))`` (torchvision's level mapper), 7x7 for boxes and
-  14x14 for masks (``featmap_names`` passed explicitly: torchvision silently ignores unknown keys);
-* box head: 4 x (3x3 conv + BN + act), 1 FC(1024) + BN + act, then class and box FCs;
+* RPN: ``rpn_num_convs`` 3x3 convs (1) shared across levels with a BatchNorm per level, then 1x1
+  objectness and box predictors; anchors of size 3 (5 for SpineNet-190), one scale, aspect ratios 0.5/1/2;
+* RoIs from the backbone's levels by ``floor(4 + log2(sqrt(area) / 224))``, 7x7 for boxes and 14x14 for masks;
+* box head: 4 x (3x3 conv + BN + act), 1 FC(1024) + BN + act, then class and class-specific box FCs;
 * mask head: 4 x (3x3 conv + BN + act), 2x2/2 deconv + BN + act, 1x1 to one 28x28 mask per class;
+  every conv and FC has a bias, as the official ``tf.layers`` defaults;
+* ``box_ops="tpu"`` (default): tensorflow/tpu's RoIAlign, proposal selection and "+1" box coding (see
+  `build_mask_rcnn`); ``"torchvision"``: torchvision's;
 * sampling: RPN 256 anchors/image (half positive, IoU 0.7/0.3), proposals 2000 -> 1000 (train) and
   1000 -> 1000 (test) with NMS 0.7; 512 RoIs/image, 25 % foreground at IoU 0.5.
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -35,17 +37,19 @@ from torchspine.layers.activations import get_act_layer
 from torchspine.models.detection.anchors import ASPECT_RATIOS, TFAnchorGenerator, TFBoxCoder, feature_levels
 from torchspine.models.detection.rcnn_loss_heads import LossStyle, use_loss_style
 from torchspine.models.detection.resnet_fpn import RESNET_FPN_BACKBONES, ResNetFPN
-from torchspine.models.detection.roi import multiscale_roi_align
+from torchspine.models.detection.roi import TPUMultiLevelRoIAlign, multiscale_roi_align
+from torchspine.models.detection.rpn import with_tpu_proposals
 from torchspine.models.detection.transform import SquarePadTransform
 from torchspine.registry import create_model
 from torchspine.variants import backbone_defaults
 
 
 class RPNHead(nn.Module):
-    """Shared 3x3 conv + per-level BN + activation, then 1x1 objectness (A) and box (4A) predictors.
+    """``num_convs`` 3x3 convs shared across levels, each with a BatchNorm per level and the activation, then 1x1
+    objectness (A) and box (4A, ``(ty, tx, th, tw)`` per anchor) predictors (tensorflow/tpu ``heads.RpnHead``).
 
-    The conv has the head width (256; 128 for SpineNet-49S, 384 for 190), which is what reproduces the official
-    parameter counts.
+    The convs have the head width (256; 128 for SpineNet-49S, 384 for 190), which is what reproduces the official
+    parameter counts. Every conv has a bias, as the official ``tf.layers.conv2d``.
     """
 
     def __init__(
@@ -55,39 +59,47 @@ class RPNHead(nn.Module):
         num_anchors: int,
         num_levels: int,
         *,
+        num_convs: int = 1,
         act: str,
         norm_eps: float,
         norm_momentum: float,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, channels, 3, padding=1)
+        widths = [in_channels] + [channels] * num_convs
+        self.convs = nn.ModuleList(nn.Conv2d(widths[i], channels, 3, padding=1) for i in range(num_convs))
         self.norms = nn.ModuleList(
-            nn.BatchNorm2d(channels, eps=norm_eps, momentum=norm_momentum) for _ in range(num_levels)
+            nn.ModuleList(nn.BatchNorm2d(channels, eps=norm_eps, momentum=norm_momentum) for _ in range(num_convs))
+            for _ in range(num_levels)
         )
         self.act = get_act_layer(act)()
         self.cls_logits = nn.Conv2d(channels, num_anchors, 1)
         self.bbox_pred = nn.Conv2d(channels, 4 * num_anchors, 1)
-        for conv in (self.conv, self.cls_logits, self.bbox_pred):
+        for conv in (*self.convs, self.cls_logits, self.bbox_pred):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
 
     def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         logits, boxes = [], []
-        for x, norm in zip(features, self.norms, strict=True):
-            t = self.act(norm(self.conv(x)))
-            logits.append(self.cls_logits(t))
-            boxes.append(self.bbox_pred(t))
+        for x, norms in zip(features, self.norms, strict=True):
+            for conv, norm in zip(self.convs, norms, strict=True):
+                x = self.act(norm(conv(x)))
+            logits.append(self.cls_logits(x))
+            boxes.append(self.bbox_pred(x))
         return logits, boxes
 
 
 def _conv_bn_act(in_channels: int, out_channels: int, act: str, norm: partial) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), norm(out_channels), get_act_layer(act)()
-    )
+    # The official heads' convs keep their bias in front of the BatchNorm (tf.layers.conv2d's default).
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), norm(out_channels), get_act_layer(act)())
 
 
 class BoxHead(nn.Module):
-    """``num_convs`` x (3x3 conv + BN + act) on the 7x7 RoI features, then FC + BN + act: ``(R, fc_dim)``."""
+    """``num_convs`` x (3x3 conv + BN + act) on the 7x7 RoI features, then ``num_fcs`` x (FC + BN + act):
+    ``(R, fc_dim)`` (tensorflow/tpu ``heads.FastrcnnHead`` up to its predictors).
+
+    The features are flattened channel-major (PyTorch's NCHW); the official head flattens NHWC, so converted FC
+    kernels have their input rows permuted (``torchspine.convert``).
+    """
 
     def __init__(
         self,
@@ -100,21 +112,30 @@ class BoxHead(nn.Module):
         act: str,
         norm_eps: float,
         norm_momentum: float,
+        num_fcs: int = 1,
     ) -> None:
         super().__init__()
         norm = partial(nn.BatchNorm2d, eps=norm_eps, momentum=norm_momentum)
         widths = [in_channels] + [conv_dim] * num_convs
         self.convs = nn.Sequential(*[_conv_bn_act(widths[i], widths[i + 1], act, norm) for i in range(num_convs)])
-        self.fc = nn.Linear(widths[-1] * roi_size * roi_size, fc_dim, bias=False)
-        self.fc_norm = nn.BatchNorm1d(fc_dim, eps=norm_eps, momentum=norm_momentum)
-        self.act = get_act_layer(act)()
+        fc_widths = [widths[-1] * roi_size * roi_size] + [fc_dim] * num_fcs
+        self.fcs = nn.Sequential(
+            *[
+                nn.Sequential(
+                    nn.Linear(fc_widths[i], fc_dim),
+                    nn.BatchNorm1d(fc_dim, eps=norm_eps, momentum=norm_momentum),
+                    get_act_layer(act)(),
+                )
+                for i in range(num_fcs)
+            ]
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.fc_norm(self.fc(self.convs(x).flatten(1))))
+        return self.fcs(self.convs(x).flatten(1))
 
 
 class MaskHead(nn.Sequential):
-    """``num_convs`` x (3x3 conv + BN + act) on the 14x14 RoI features."""
+    """``num_convs`` x (3x3 conv + BN + act) on the 14x14 RoI features (tensorflow/tpu ``heads.MaskrcnnHead``)."""
 
     def __init__(
         self, in_channels: int, *, num_convs: int, conv_dim: int, act: str, norm_eps: float, norm_momentum: float
@@ -125,11 +146,12 @@ class MaskHead(nn.Sequential):
 
 
 class MaskPredictor(nn.Module):
-    """2x2/2 deconv + BN + act, then a 1x1 conv to one mask logit map per class (28x28 from 14x14 RoIs)."""
+    """2x2/2 deconv + BN + act, then a 1x1 conv to one mask logit map per class (28x28 from 14x14 RoIs); both with
+    biases, as the official ``conv5-mask`` / ``mask_fcn_logits``."""
 
     def __init__(self, in_channels: int, num_classes: int, *, act: str, norm_eps: float, norm_momentum: float) -> None:
         super().__init__()
-        self.upsample = nn.ConvTranspose2d(in_channels, in_channels, 2, stride=2, bias=False)
+        self.upsample = nn.ConvTranspose2d(in_channels, in_channels, 2, stride=2)
         self.norm = nn.BatchNorm2d(in_channels, eps=norm_eps, momentum=norm_momentum)
         self.act = get_act_layer(act)()
         self.logits = nn.Conv2d(in_channels, num_classes, 1)
@@ -151,6 +173,9 @@ def build_mask_rcnn(
     fc_dim: int | None = None,
     anchor_size: float | None = None,
     act: str | None = None,
+    rpn_num_convs: int | None = None,
+    num_fcs: int = 1,
+    box_ops: Literal["tpu", "torchvision"] = "tpu",
     loss_style: LossStyle = "tpu",
 ) -> MaskRCNN:
     """A Mask R-CNN as in the paper, following torchvision's detection API.
@@ -165,6 +190,14 @@ def build_mask_rcnn(
         fc_dim: width of the box head's FC (default: 1024; 512 for 49S).
         anchor_size: RPN anchor size in strides (default: 3; 5 for 190).
         act: head activation (default: the backbone's).
+        rpn_num_convs: convs of the RPN head (default: the backbone's ``MaskRCNNDefaults``, 1; the official
+            ``spinenet190_mrcnn.yaml`` sets 7, but the zoo's 168.2M parameters count 1).
+        num_fcs: FC layers of the box head (the SpineNet recipes: 1).
+        box_ops: ``"tpu"``: RoIAlign and box coding as the official tensorflow/tpu Mask R-CNN
+            (`TPUMultiLevelRoIAlign`, one sample per bin; the legacy "+1" box sizes of its ``box_utils``; its
+            proposal selection, `TPURegionProposalNetwork`), which converted checkpoints need to reproduce the
+            official outputs. ``"torchvision"``: torchvision's
+            ``MultiScaleRoIAlign`` (2x2 samples per bin) and box coding without the offset.
         loss_style: training losses: ``"tpu"`` (tensorflow/tpu ``modeling/losses.py``, the paper's) or
             ``"torchvision"`` (torchvision's ``MaskRCNN`` losses). Inference is the same.
 
@@ -187,11 +220,14 @@ def build_mask_rcnn(
     anchors = TFAnchorGenerator(
         levels[0], levels[-1], anchor_size or d.anchor_size, num_scales=1, aspect_ratios=ASPECT_RATIOS
     )
+    if box_ops not in ("tpu", "torchvision"):
+        raise UsageError(f"box_ops {box_ops!r}: expected 'tpu' or 'torchvision'")
     rpn_head = RPNHead(
         backbone.out_channels,
         head_dim,
         anchors.num_anchors_per_location()[0],
         len(levels),
+        num_convs=rpn_num_convs or d.rpn_num_convs,
         act=act,
         norm_eps=eps,
         norm_momentum=momentum,
@@ -205,6 +241,7 @@ def build_mask_rcnn(
         act=act,
         norm_eps=eps,
         norm_momentum=momentum,
+        num_fcs=num_fcs,
     )
     mask_head = MaskHead(
         backbone.out_channels, num_convs=num_convs, conv_dim=head_dim, act=act, norm_eps=eps, norm_momentum=momentum
@@ -223,7 +260,7 @@ def build_mask_rcnn(
         rpn_bg_iou_thresh=0.3,
         rpn_batch_size_per_image=256,
         rpn_positive_fraction=0.5,
-        box_roi_pool=multiscale_roi_align(backbone, output_size=7),
+        box_roi_pool=_roi_pool(backbone, 7, box_ops),
         box_head=box_head,
         box_predictor=FastRCNNPredictor(fc_dim or d.fc_dim, num_classes),
         box_score_thresh=0.05,
@@ -233,14 +270,25 @@ def build_mask_rcnn(
         box_bg_iou_thresh=0.5,
         box_batch_size_per_image=512,
         box_positive_fraction=0.25,
-        mask_roi_pool=multiscale_roi_align(backbone, output_size=14),
+        mask_roi_pool=_roi_pool(backbone, 14, box_ops),
         mask_head=mask_head,
         mask_predictor=MaskPredictor(head_dim, num_classes, act=act, norm_eps=eps, norm_momentum=momentum),
     )
     use_loss_style(model, loss_style)  # replaces model.rpn / model.roi_heads: set their parts after this line
     model.transform = SquarePadTransform(image_size or d.image_size, size_divisible=2 ** levels[-1])
-    model.rpn.box_coder = TFBoxCoder()
+    tpu = 1.0 if box_ops == "tpu" else 0.0
+    if box_ops == "tpu":
+        model.rpn = with_tpu_proposals(model.rpn)
+    model.rpn.box_coder = TFBoxCoder(decode_offset=tpu)  # tensorflow/tpu: RPN targets without, proposals with +1
+    model.roi_heads.box_coder = TFBoxCoder((10.0, 10.0, 5.0, 5.0), encode_offset=tpu, decode_offset=tpu)
     return model
+
+
+def _roi_pool(backbone: nn.Module, output_size: int, box_ops: str) -> nn.Module:
+    if box_ops == "tpu":
+        info = backbone.feature_info
+        return TPUMultiLevelRoIAlign([f.key for f in info], [int(f.level) for f in info], output_size)
+    return multiscale_roi_align(backbone, output_size=output_size)
 
 
 class MaskRCNNCost(nn.Module):
