@@ -938,6 +938,13 @@ TABLE: dict[str, dict[str, Official]] = {
         "scale_min": o(0.1, "tpu/spinenet/spinenet190_mrcnn.yaml:29", "aug_scale_min: 0.1"),
         "scale_max": o(2.0, "tpu/spinenet/spinenet190_mrcnn.yaml:30", "aug_scale_max: 2.0"),
         "anchor_size": o(5.0, "tpu/spinenet/spinenet190_mrcnn.yaml:18", "anchor_size: 5.0"),
+        "rpn_convs": o(7, "tpu/spinenet/spinenet190_mrcnn.yaml:32", "num_convs: 7"),
+        "rpn_filters": o(384, "tpu/spinenet/spinenet190_mrcnn.yaml:33", "num_filters: 384"),
+        "box_convs": o(7, "tpu/spinenet/spinenet190_mrcnn.yaml:36", "num_convs: 7"),
+        "box_filters": o(384, "tpu/spinenet/spinenet190_mrcnn.yaml:37", "num_filters: 384"),
+        "box_fcs": o(1, "tpu/spinenet/spinenet190_mrcnn.yaml:38", "num_fcs: 1"),
+        "mask_convs": o(7, "tpu/spinenet/spinenet190_mrcnn.yaml:41", "num_convs: 7"),
+        "mask_filters": o(384, "tpu/spinenet/spinenet190_mrcnn.yaml:42", "num_filters: 384"),
         "num_scales": o(1, "tpu/maskrcnn_config.py:55", "'num_scales': 1,"),
         "drop_path_blocks": o(15, "tpu/spinenet.py:474", "self._init_drop_connect_rate, i, len(self._block_specs)),"),
         "amp": o("bf16", "tpu/base_config.py:26", "'use_bfloat16': True,"),
@@ -1218,6 +1225,14 @@ def test_built_model_matches_the_table(name: str) -> None:
     anchors = model.rpn.anchor_generator if hasattr(model, "rpn") else getattr(model, "anchor_generator", None)
     if "anchor_size" in rows:
         assert anchors.anchor_size == rows["anchor_size"] and anchors.num_scales == rows["num_scales"]
+    if "rpn_convs" in rows:  # Mask R-CNN heads: RPN, box head (convs + FCs), mask head (convs, then the deconv)
+        rpn = model.rpn.head
+        assert len(rpn.convs) == rows["rpn_convs"] and {c.out_channels for c in rpn.convs} == {rows["rpn_filters"]}
+        box = model.roi_heads.box_head
+        assert len(box.convs) == rows["box_convs"] and len(box.fcs) == rows["box_fcs"]
+        assert {layer[0].out_channels for layer in box.convs} == {rows["box_filters"]}
+        mask_convs = [m for m in model.roi_heads.mask_head.modules() if type(m) is nn.Conv2d]
+        assert len(mask_convs) == rows["mask_convs"] and {c.out_channels for c in mask_convs} == {rows["mask_filters"]}
     if "head_convs" in rows:
         tower = model.head.cls
         assert len(tower.norms[0]) == rows["head_convs"] and tower.norms[0][0].num_features == rows["head_filters"]

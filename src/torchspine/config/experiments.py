@@ -341,7 +341,8 @@ def _mask_rcnn_recipe(backbone: str) -> ExperimentCfg:
     """tensorflow/tpu Mask R-CNN (``spinenet*_mrcnn.yaml``): batch 256, 162,050 steps, LR 0.28 decayed at 148,160 /
     157,420, 2000-step warm-up from 0.0067 (base_config.py:47), L2 4e-5, scale 0.5-2.0, BN 0.99/1e-3, ReLU (the
     base default; the YAMLs set no activation), no clipping (base 0.0). SpineNet-190: 1536 px, scale 0.1-2.0, swish,
-    drop connect 0.2, 187,600 steps decayed at 173,530 / 182,910."""
+    drop connect 0.2, 187,600 steps decayed at 173,530 / 182,910, RPN head of 7 convs (``rpn_head: num_convs: 7``;
+    the model zoo's 168.2M parameters count a 1-conv RPN, which is the variant's default for converted files)."""
     is_190 = backbone == "spinenet190"
     yaml_name = f"spinenet{backbone.removeprefix('spinenet')}_mrcnn.yaml"
     return derive(
@@ -353,6 +354,7 @@ def _mask_rcnn_recipe(backbone: str) -> ExperimentCfg:
             "image_size": BACKBONES[backbone].mask_rcnn.image_size,
             "act": "swish" if is_190 else "relu",
             "drop_path_rate": 0.2 if is_190 else 0.0,
+            "rpn_num_convs": 7 if is_190 else None,
             **_MG_BN,
         },
         data={"scale_min": 0.1 if is_190 else 0.5, "scale_max": 2.0},

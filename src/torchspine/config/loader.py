@@ -177,6 +177,11 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
             f"model.{name}",
             f"only applies to SpineNet backbones, not {m.backbone}",
         )
+    check(
+        m.rpn_num_convs is None or (m.task == "maskrcnn" and m.rpn_num_convs >= 1),
+        "model.rpn_num_convs",
+        f"only applies to task=maskrcnn and must be >= 1, got {m.rpn_num_convs} for task={m.task}",
+    )
     for name in ("head_num_filters", "head_num_convs"):
         value = getattr(m, name)
         check(value is None or m.task == "retinanet", f"model.{name}", f"only applies to task=retinanet, not {m.task}")

@@ -80,6 +80,7 @@ class ModelCfg:
         loss_style: Mask R-CNN training losses: ``tpu`` (tensorflow/tpu ``modeling/losses.py``, the paper's: RPN
             Huber 1/9 normalised per level, box-head Huber 1 over 4 x the foreground RoIs) or ``torchvision``
             (torchvision's smooth-L1 losses over all sampled anchors / RoIs). Mask R-CNN only.
+        rpn_num_convs: 3x3 convs of the Mask R-CNN RPN head; None keeps the backbone's default (1). Mask R-CNN only.
         grad_checkpointing: recompute the activations of every SpineNet block group (and of the RetinaNet head
             towers, level by level) in the backward pass instead of keeping them: less training memory for about
             one extra forward; gradients and BatchNorm statistics are unchanged. SpineNet backbones only.
@@ -108,6 +109,7 @@ class ModelCfg:
     head_num_convs: int | None = None
     loss_style: LossStyle = "tpu"
     grad_checkpointing: bool = False
+    rpn_num_convs: int | None = None
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,7 @@ def _build_task(model: ModelCfg, num_classes: int, backbone_args: dict, label_sm
             num_classes=num_classes,
             image_size=model.image_size,
             loss_style=model.loss_style,
+            rpn_num_convs=model.rpn_num_convs,
         )
     if model.task == "classification":
         classifier = create_classifier(model.backbone, num_classes, **backbone_args)
