@@ -136,7 +136,7 @@ class TFBoxCoder(BoxCoder):
 
     def decode_single(self, rel_codes: Tensor, boxes: Tensor) -> Tensor:
         """Codes ``(N, 4 * K)`` (K boxes per reference, e.g. one per class) -> boxes ``(N, 4 * K)`` xyxy."""
-        n = rel_codes.shape[0]
-        codes = rel_codes.reshape(n, -1, 4)[:, :, self._SWAP].reshape(n, -1)
+        n, k = rel_codes.shape[0], rel_codes.shape[1] // 4  # explicit: reshape cannot infer -1 for zero boxes
+        codes = rel_codes.reshape(n, k, 4)[:, :, self._SWAP].reshape(n, 4 * k)
         decoded = super().decode_single(codes, self._grow(boxes, self.decode_offset))
-        return self._grow(decoded.reshape(n, -1, 4), -self.decode_offset).reshape(n, -1)
+        return self._grow(decoded.reshape(n, k, 4), -self.decode_offset).reshape(n, 4 * k)
