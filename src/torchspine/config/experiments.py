@@ -382,12 +382,21 @@ def _mg_mask_rcnn_recipe(backbone: str) -> ExperimentCfg:
     location; heads of ``maskrcnn.py``'s defaults, which are ours: RPN 1 conv of 256, box head 4 convs of 256 + 1 FC
     of 1024 with class-specific boxes, mask head 4 convs of 256, no separable convs, BN in every head.
 
-    Not expressed (the README's recipe table says so too): the final detection generator's ``pre_nms_top_k: 1000``
-    (line 34; torchvision's post-processing keeps every box above the 0.05 score threshold before its per-class
-    NMS); the training losses are tensorflow/tpu's normalisation (``loss_style="tpu"``), which Model Garden's
-    ``maskrcnn_losses.py`` has not been checked against; RPN proposals (2000 -> 1000 train, 1000 -> 1000 test, NMS
-    0.7: ``ROIGenerator``'s defaults, maskrcnn.py:111-121) are selected as tensorflow/tpu does, per level then the
-    best over all levels, which is also Model Garden's ``MultilevelROIGenerator`` rule.
+    RPN proposals (2000 -> 1000 in training, 1000 -> 1000 in evaluation, NMS 0.7: ``ROIGenerator``'s defaults,
+    maskrcnn.py:111-121) are selected per level, then the best over all levels: Model Garden's
+    ``roi_generator.py`` rule, which is tensorflow/tpu's.
+
+    Not expressed (the README says so too), each a small numeric difference from Model Garden:
+
+    * the final detection generator's ``pre_nms_top_k: 1000`` (line 34): torchvision's post-processing keeps every
+      box above the 0.05 score threshold before its per-class NMS;
+    * box coding and proposal clipping are tensorflow/tpu's (``box_ops="tpu"``: the legacy "+1" box sizes, proposals
+      clipped to ``[0, W - 1]``); Model Garden's ``ops/box_ops.py`` encodes and decodes without the +1 and clips to
+      ``[0, W]``;
+    * the losses are tensorflow/tpu's (``loss_style="tpu"``); Model Garden's ``losses/maskrcnn_losses.py`` divides
+      the RPN and box-head box losses by the cross-replica *mean* of the non-zero target counts plus 0.01 (ours:
+      each process's own count, the same in one process) and counts an RPN anchor valid when any of its four
+      targets is non-zero.
     """
     path, anchor_size = _MG_MASK_RCNN[backbone]
     return derive(
