@@ -248,6 +248,10 @@ def test_every_experiment_validates_and_round_trips(name: str) -> None:
         (["eval.batch_size=0"], "eval.batch_size"),
         (["eval.score_thresh=1"], "eval.score_thresh"),
         (["eval.max_images=0"], "eval.max_images"),
+        (["model.anchor_num_scales=3"], "model.anchor_num_scales"),  # RetinaNet: not a Mask R-CNN
+        (["model.anchor_size=4"], "model.anchor_size"),
+        (["model.task=maskrcnn", "model.anchor_num_scales=0"], "model.anchor_num_scales"),
+        (["model.task=maskrcnn", "model.anchor_size=0"], "model.anchor_size"),
     ],
 )
 def test_validate_catches_impossible_values(overrides: list[str], key: str) -> None:

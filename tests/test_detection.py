@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.models.detection.image_list import ImageList
 
 from torchspine.models.detection.anchors import TFAnchorGenerator, TFBoxCoder
 from torchspine.models.detection.heads import RetinaNetHead
@@ -91,6 +92,40 @@ def test_train_losses_finite_with_and_without_objects(builder):
     assert all(torch.isfinite(v) for v in losses.values()), losses
     sum(losses.values()).backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if "backbone" in n)
+
+
+def test_mask_rcnn_with_model_garden_anchor_scales_trains_and_reloads(tmp_path):
+    """Model Garden's Mask R-CNN anchors (3 scales x 3 ratios): the RPN head predicts 9 anchors per location, one SGD
+    step runs and moves the RPN predictors, and a model file rebuilds the same anchors (older files default to 1)."""
+    import torchspine
+    from torchspine.engine.export import export_model
+
+    torch.manual_seed(0)
+    model = build_mask_rcnn("test_spinenet", num_classes=4, anchor_num_scales=3, anchor_size=4.0).train()
+    gen = model.rpn.anchor_generator
+    assert gen.num_anchors_per_location() == [9] * 5 and gen.num_scales == 3 and gen.anchor_size == 4.0
+    assert model.rpn.head.cls_logits.out_channels == 9 and model.rpn.head.bbox_pred.out_channels == 36
+    images = [torch.rand(3, 128, 128), torch.rand(3, 128, 128)]
+    before = model.rpn.head.cls_logits.weight.detach().clone()
+    losses = model(images, _targets(with_masks=True))
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    sum(losses.values()).backward()
+    optimizer.step()
+    assert not torch.equal(before, model.rpn.head.cls_logits.weight)
+    # the anchors of one 128-px image: 9 per location at every level (16x16 ... 1x1 maps)
+    maps = [torch.zeros(1, 1, 2**k, 2**k) for k in (4, 3, 2, 1, 0)]
+    anchors = gen(ImageList(images[0][None], [(128, 128)]), maps)
+    assert anchors[0].shape == (9 * sum(4**k for k in range(5)), 4)
+    path = export_model(model.eval(), tmp_path / "m.safetensors", variant="test_spinenet")
+    loaded = torchspine.load_model(path)
+    assert loaded.rpn.anchor_generator.num_scales == 3 and loaded.rpn.anchor_generator.anchor_size == 4.0
+    assert loaded.rpn.head.cls_logits.out_channels == 9
+
+
+def test_mask_rcnn_rejects_zero_anchor_scales():
+    with pytest.raises(ValueError, match="anchor_num_scales"):
+        build_mask_rcnn("test_spinenet", num_classes=4, anchor_num_scales=0)
 
 
 def test_eval_boxes_are_in_input_coordinates_for_any_size():

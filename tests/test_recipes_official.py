@@ -949,6 +949,132 @@ TABLE: dict[str, dict[str, Official]] = {
         "drop_path_blocks": o(15, "tpu/spinenet.py:474", "self._init_drop_connect_rate, i, len(self._block_specs)),"),
         "amp": o("bf16", "tpu/base_config.py:26", "'use_bfloat16': True,"),
     },
+    "maskrcnn_spinenet49_mg": {
+        "global_batch_size": o(256, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:8", "global_batch_size: 256"),
+        "total_steps": o(231000, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:36", "train_steps: 231000"),
+        "decay_steps": o(
+            (219450, 226380), "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:41", "boundaries: [219450, 226380]"
+        ),
+        "lr_levels": o(
+            (0.032, 0.0032), "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:42", "values: [0.32, 0.032, 0.0032]"
+        ),
+        "lr": o(0.32, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:42", "values: [0.32, 0.032, 0.0032]"),
+        "warmup_steps": o(2000, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:46", "warmup_steps: 2000"),
+        "warmup_lr": o(0.0067, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:47", "warmup_learning_rate: 0.0067"),
+        "momentum": o(0.9, "mg/maskrcnn.py:458", "'momentum': 0.9"),
+        "bn_momentum": o(0.99, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:31", "norm_momentum: 0.99"),
+        "bn_eps": o(0.001, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:30", "norm_epsilon: 0.001"),
+        "sync_bn": o(True, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:32", "use_sync_bn: true"),
+        "l2": o(4e-05, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:14", "l2_weight_decay: 0.00004"),
+        "clip": o(None, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:absent", "clipnorm"),
+        "act": o("relu", "mg/common.py:156", "activation: str = 'relu'"),
+        "drop_connect": o(0.2, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:24", "stochastic_depth_drop_rate: 0.2"),
+        "image_size": o(640, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:21", "input_size: [640, 640, 3]"),
+        "scale_min": o(0.1, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:11", "aug_scale_min: 0.1"),
+        "scale_max": o(2.0, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:12", "aug_scale_max: 2.0"),
+        "anchor_size": o(3.0, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:17", "anchor_size: 3.0"),
+        "num_scales": o(3, "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:18", "num_scales: 3"),
+        "rpn_convs": o(1, "mg/maskrcnn.py:92", "num_convs: int = 1"),
+        "rpn_filters": o(256, "mg/maskrcnn.py:93", "num_filters: int = 256"),
+        "box_convs": o(4, "mg/maskrcnn.py:99", "num_convs: int = 4"),
+        "box_filters": o(256, "mg/maskrcnn.py:100", "num_filters: int = 256"),
+        "box_fcs": o(1, "mg/maskrcnn.py:102", "num_fcs: int = 1"),
+        "box_fc_dim": o(1024, "mg/maskrcnn.py:103", "fc_dims: int = 1024"),
+        "mask_convs": o(4, "mg/maskrcnn.py:160", "num_convs: int = 4"),
+        "mask_filters": o(256, "mg/maskrcnn.py:161", "num_filters: int = 256"),
+        "rpn_pre_nms_top_n": o(2000, "mg/maskrcnn.py:112", "pre_nms_top_k: int = 2000"),
+        "rpn_post_nms_top_n": o(1000, "mg/maskrcnn.py:116", "num_proposals: int = 1000"),
+        "rpn_test_pre_nms_top_n": o(1000, "mg/maskrcnn.py:117", "test_pre_nms_top_k: int = 1000"),
+        "rpn_test_post_nms_top_n": o(1000, "mg/maskrcnn.py:121", "test_num_proposals: int = 1000"),
+        "drop_path_blocks": o(
+            16, "mg/spinenet.py:393", "self._init_stochastic_depth_rate, i + 1, len(self._block_specs)),"
+        ),
+        "amp": o("bf16", "mg/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml:4", "mixed_precision_dtype: 'bfloat16'"),
+    },
+    "maskrcnn_spinenet96_mg": {
+        "global_batch_size": o(256, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:8", "global_batch_size: 256"),
+        "total_steps": o(231000, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:36", "train_steps: 231000"),
+        "decay_steps": o(
+            (219450, 226380), "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:41", "boundaries: [219450, 226380]"
+        ),
+        "lr_levels": o(
+            (0.032, 0.0032), "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:42", "values: [0.32, 0.032, 0.0032]"
+        ),
+        "lr": o(0.32, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:42", "values: [0.32, 0.032, 0.0032]"),
+        "warmup_steps": o(2000, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:46", "warmup_steps: 2000"),
+        "warmup_lr": o(0.0067, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:47", "warmup_learning_rate: 0.0067"),
+        "momentum": o(0.9, "mg/maskrcnn.py:458", "'momentum': 0.9"),
+        "bn_momentum": o(0.99, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:31", "norm_momentum: 0.99"),
+        "bn_eps": o(0.001, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:30", "norm_epsilon: 0.001"),
+        "sync_bn": o(True, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:32", "use_sync_bn: true"),
+        "l2": o(4e-05, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:14", "l2_weight_decay: 0.00004"),
+        "clip": o(None, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:absent", "clipnorm"),
+        "act": o("relu", "mg/common.py:156", "activation: str = 'relu'"),
+        "drop_connect": o(0.2, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:24", "stochastic_depth_drop_rate: 0.2"),
+        "image_size": o(1024, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:21", "input_size: [1024, 1024, 3]"),
+        "scale_min": o(0.1, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:11", "aug_scale_min: 0.1"),
+        "scale_max": o(2.0, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:12", "aug_scale_max: 2.0"),
+        "anchor_size": o(3.0, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:17", "anchor_size: 3.0"),
+        "num_scales": o(3, "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:18", "num_scales: 3"),
+        "rpn_convs": o(1, "mg/maskrcnn.py:92", "num_convs: int = 1"),
+        "rpn_filters": o(256, "mg/maskrcnn.py:93", "num_filters: int = 256"),
+        "box_convs": o(4, "mg/maskrcnn.py:99", "num_convs: int = 4"),
+        "box_filters": o(256, "mg/maskrcnn.py:100", "num_filters: int = 256"),
+        "box_fcs": o(1, "mg/maskrcnn.py:102", "num_fcs: int = 1"),
+        "box_fc_dim": o(1024, "mg/maskrcnn.py:103", "fc_dims: int = 1024"),
+        "mask_convs": o(4, "mg/maskrcnn.py:160", "num_convs: int = 4"),
+        "mask_filters": o(256, "mg/maskrcnn.py:161", "num_filters: int = 256"),
+        "rpn_pre_nms_top_n": o(2000, "mg/maskrcnn.py:112", "pre_nms_top_k: int = 2000"),
+        "rpn_post_nms_top_n": o(1000, "mg/maskrcnn.py:116", "num_proposals: int = 1000"),
+        "rpn_test_pre_nms_top_n": o(1000, "mg/maskrcnn.py:117", "test_pre_nms_top_k: int = 1000"),
+        "rpn_test_post_nms_top_n": o(1000, "mg/maskrcnn.py:121", "test_num_proposals: int = 1000"),
+        "drop_path_blocks": o(
+            16, "mg/spinenet.py:393", "self._init_stochastic_depth_rate, i + 1, len(self._block_specs)),"
+        ),
+        "amp": o("bf16", "mg/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml:4", "mixed_precision_dtype: 'bfloat16'"),
+    },
+    "maskrcnn_spinenet143_mg": {
+        "global_batch_size": o(256, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:8", "global_batch_size: 256"),
+        "total_steps": o(231000, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:36", "train_steps: 231000"),
+        "decay_steps": o(
+            (219450, 226380), "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:41", "boundaries: [219450, 226380]"
+        ),
+        "lr_levels": o(
+            (0.032, 0.0032), "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:42", "values: [0.32, 0.032, 0.0032]"
+        ),
+        "lr": o(0.32, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:42", "values: [0.32, 0.032, 0.0032]"),
+        "warmup_steps": o(2000, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:46", "warmup_steps: 2000"),
+        "warmup_lr": o(0.0067, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:47", "warmup_learning_rate: 0.0067"),
+        "momentum": o(0.9, "mg/maskrcnn.py:458", "'momentum': 0.9"),
+        "bn_momentum": o(0.99, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:31", "norm_momentum: 0.99"),
+        "bn_eps": o(0.001, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:30", "norm_epsilon: 0.001"),
+        "sync_bn": o(True, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:32", "use_sync_bn: true"),
+        "l2": o(4e-05, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:14", "l2_weight_decay: 0.00004"),
+        "clip": o(None, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:absent", "clipnorm"),
+        "act": o("relu", "mg/common.py:156", "activation: str = 'relu'"),
+        "drop_connect": o(0.2, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:24", "stochastic_depth_drop_rate: 0.2"),
+        "image_size": o(1280, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:21", "input_size: [1280, 1280, 3]"),
+        "scale_min": o(0.1, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:11", "aug_scale_min: 0.1"),
+        "scale_max": o(2.0, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:12", "aug_scale_max: 2.0"),
+        "anchor_size": o(4.0, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:17", "anchor_size: 4.0"),
+        "num_scales": o(3, "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:18", "num_scales: 3"),
+        "rpn_convs": o(1, "mg/maskrcnn.py:92", "num_convs: int = 1"),
+        "rpn_filters": o(256, "mg/maskrcnn.py:93", "num_filters: int = 256"),
+        "box_convs": o(4, "mg/maskrcnn.py:99", "num_convs: int = 4"),
+        "box_filters": o(256, "mg/maskrcnn.py:100", "num_filters: int = 256"),
+        "box_fcs": o(1, "mg/maskrcnn.py:102", "num_fcs: int = 1"),
+        "box_fc_dim": o(1024, "mg/maskrcnn.py:103", "fc_dims: int = 1024"),
+        "mask_convs": o(4, "mg/maskrcnn.py:160", "num_convs: int = 4"),
+        "mask_filters": o(256, "mg/maskrcnn.py:161", "num_filters: int = 256"),
+        "rpn_pre_nms_top_n": o(2000, "mg/maskrcnn.py:112", "pre_nms_top_k: int = 2000"),
+        "rpn_post_nms_top_n": o(1000, "mg/maskrcnn.py:116", "num_proposals: int = 1000"),
+        "rpn_test_pre_nms_top_n": o(1000, "mg/maskrcnn.py:117", "test_pre_nms_top_k: int = 1000"),
+        "rpn_test_post_nms_top_n": o(1000, "mg/maskrcnn.py:121", "test_num_proposals: int = 1000"),
+        "drop_path_blocks": o(
+            16, "mg/spinenet.py:393", "self._init_stochastic_depth_rate, i + 1, len(self._block_specs)),"
+        ),
+        "amp": o("bf16", "mg/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml:4", "mixed_precision_dtype: 'bfloat16'"),
+    },
     "classification_spinenet49": {
         "global_batch_size": o(4096, "tpu/spinenet/spinenet49_classification.yaml:11", "train_batch_size: 4096"),
         "total_steps": o(62557, "tpu/spinenet/spinenet49_classification.yaml:10", "total_steps: 62557"),
@@ -1233,6 +1359,18 @@ def test_built_model_matches_the_table(name: str) -> None:
         assert {layer[0].out_channels for layer in box.convs} == {rows["box_filters"]}
         mask_convs = [m for m in model.roi_heads.mask_head.modules() if type(m) is nn.Conv2d]
         assert len(mask_convs) == rows["mask_convs"] and {c.out_channels for c in mask_convs} == {rows["mask_filters"]}
+    if "box_fc_dim" in rows:
+        assert {layer[0].out_features for layer in model.roi_heads.box_head.fcs} == {rows["box_fc_dim"]}
+    if "rpn_pre_nms_top_n" in rows:  # proposal counts (train, then eval mode)
+        rpn = model.rpn
+        assert (rpn._pre_nms_top_n["training"], rpn._post_nms_top_n["training"]) == (
+            rows["rpn_pre_nms_top_n"],
+            rows["rpn_post_nms_top_n"],
+        )
+        assert (rpn._pre_nms_top_n["testing"], rpn._post_nms_top_n["testing"]) == (
+            rows["rpn_test_pre_nms_top_n"],
+            rows["rpn_test_post_nms_top_n"],
+        )
     if "head_convs" in rows:
         tower = model.head.cls
         assert len(tower.norms[0]) == rows["head_convs"] and tower.norms[0][0].num_features == rows["head_filters"]
@@ -1254,3 +1392,23 @@ def test_tensorflow_tpu_drop_path_ends_at_the_full_rate() -> None:
     assert last == "14" and rates(tpu) and rates(mg)
     assert all(r == pytest.approx(0.2) for r in rates(tpu))
     assert all(r == pytest.approx(0.2 * 15 / 16) for r in rates(mg))
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(TABLE) if n.startswith("maskrcnn_") and n.endswith("_mg")])
+def test_model_garden_mask_rcnn_rpn_has_nine_anchors_per_location(name: str) -> None:
+    """Model Garden's Mask R-CNN anchors: 3 scales x 3 aspect ratios per location, and an RPN head predicting one
+    objectness and 4 box codes for each of them (tensorflow/tpu's Mask R-CNN has 3)."""
+    model, _, _, _ = _built(name)
+    rpn = model.rpn
+    assert rpn.anchor_generator.num_anchors_per_location() == [9] * 5
+    assert rpn.head.cls_logits.out_channels == 9 and rpn.head.bbox_pred.out_channels == 36
+    # the anchors themselves: at one location, 3 octave scales of the base size for each aspect ratio
+    gen = rpn.anchor_generator  # built on the meta device: rebuild its twin on the CPU to read the anchors
+    size, levels = gen.anchor_size, gen.levels
+    cpu = type(gen)(levels[0], levels[-1], size, num_scales=gen.num_scales, aspect_ratios=gen.aspect_ratios)
+    offsets = cpu.grid_anchors([(1, 1)] * len(levels), torch.device("cpu"), torch.float64)[:9]
+    widths = (offsets[:, 2] - offsets[:, 0]).tolist()
+    heights = (offsets[:, 3] - offsets[:, 1]).tolist()
+    areas = sorted({round(w * h, 6) for w, h in zip(widths, heights, strict=True)})
+    expected = sorted(round((size * 2 ** levels[0] * 2 ** (s / 3)) ** 2, 6) for s in range(3))
+    assert areas == pytest.approx(expected)

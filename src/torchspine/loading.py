@@ -222,4 +222,5 @@ def build_from_file(
         act=act,
         rpn_num_convs=h.rpn_num_convs,
         num_fcs=h.num_fcs,
+        anchor_num_scales=h.anchor_num_scales,
     )

@@ -132,6 +132,8 @@ class MaskRCNNHeadInfo:
         anchor_size: RPN anchor size in strides.
         rpn_num_convs: convs of the RPN head.
         num_fcs: FC layers of the box head.
+        anchor_num_scales: intermediate anchor scales per octave (1: tensorflow/tpu; 3: Model Garden's recipes).
+            Files written before the field existed have 1.
     """
 
     head_dim: int
@@ -140,6 +142,7 @@ class MaskRCNNHeadInfo:
     anchor_size: float
     rpn_num_convs: int = 1
     num_fcs: int = 1
+    anchor_num_scales: int = 1
 
 
 HeadInfo = ClassifierHeadInfo | RetinaNetHeadInfo | MaskRCNNHeadInfo

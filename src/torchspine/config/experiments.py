@@ -363,6 +363,65 @@ def _mask_rcnn_recipe(backbone: str) -> ExperimentCfg:
     )
 
 
+# Model Garden coco_spinenet{49,96,143}_mrcnn_tpu.yaml (box / mask AP 43.2 / 38.3, 48.1 / 42.4, 49.3 / 43.4) over
+# maskrcnn.py maskrcnn_spinenet_coco: all three files are the same 47 lines but for the expected AP (line 1),
+# anchor_size (line 17) and input_size (line 21). The 49/96 files live in official/vision/beta/configs/experiments/
+# maskrcnn/, the 143 file in official/vision/configs/experiments/maskrcnn/.
+_MG_MASK_RCNN = {
+    "spinenet49": ("beta/configs/experiments/maskrcnn/coco_spinenet49_mrcnn_tpu.yaml", 3.0),
+    "spinenet96": ("beta/configs/experiments/maskrcnn/coco_spinenet96_mrcnn_tpu.yaml", 3.0),
+    "spinenet143": ("configs/experiments/maskrcnn/coco_spinenet143_mrcnn_tpu.yaml", 4.0),
+}
+
+
+def _mg_mask_rcnn_recipe(backbone: str) -> ExperimentCfg:
+    """Model Garden Mask R-CNN (``coco_spinenet*_mrcnn_tpu.yaml``): batch 256, 231,000 steps, LR 0.32 decayed at
+    219,450 / 226,380, 2000-step warm-up from 0.0067, L2 4e-5, scale 0.1-2.0, stochastic depth 0.2 (Model Garden's
+    16-block rule), sync BN 0.99/1e-3, ReLU (``common.NormActivation``'s default: the files set no activation), no
+    clipping (no ``global_clipnorm``), bf16; anchors of size 3 (4 for 143) with 3 scales per octave, so 9 anchors per
+    location; heads of ``maskrcnn.py``'s defaults, which are ours: RPN 1 conv of 256, box head 4 convs of 256 + 1 FC
+    of 1024 with class-specific boxes, mask head 4 convs of 256, no separable convs, BN in every head.
+
+    RPN proposals (2000 -> 1000 in training, 1000 -> 1000 in evaluation, NMS 0.7: ``ROIGenerator``'s defaults,
+    maskrcnn.py:111-121) are selected per level, then the best over all levels: Model Garden's
+    ``roi_generator.py`` rule, which is tensorflow/tpu's.
+
+    Not expressed (the README says so too), each a small numeric difference from Model Garden:
+
+    * the final detection generator's ``pre_nms_top_k: 1000`` (line 34): torchvision's post-processing keeps every
+      box above the 0.05 score threshold before its per-class NMS;
+    * box coding and proposal clipping are tensorflow/tpu's (``box_ops="tpu"``: the legacy "+1" box sizes, proposals
+      clipped to ``[0, W - 1]``); Model Garden's ``ops/box_ops.py`` encodes and decodes without the +1 and clips to
+      ``[0, W]``;
+    * the losses are tensorflow/tpu's (``loss_style="tpu"``); Model Garden's ``losses/maskrcnn_losses.py`` divides
+      the RPN and box-head box losses by the cross-replica *mean* of the non-zero target counts plus 0.01 (ours:
+      each process's own count, the same in one process) and counts an RPN anchor valid when any of its four
+      targets is non-zero.
+    """
+    path, anchor_size = _MG_MASK_RCNN[backbone]
+    return derive(
+        _retinanet_base(),
+        provenance=(
+            f"tensorflow/models official/vision/{path}:1-47 over {_MG}maskrcnn.py:405-484 maskrcnn_spinenet_coco "
+            f"(heads: maskrcnn.py:90-163 defaults; activation: {_MG}common.py:156)"
+        ),
+        model={
+            "task": "maskrcnn",
+            "backbone": backbone,
+            "image_size": BACKBONES[backbone].mask_rcnn.image_size,
+            "act": "relu",
+            "drop_path_rate": 0.2,
+            "semantics": "model_garden",
+            "anchor_size": anchor_size,
+            "anchor_num_scales": 3,
+            **_MG_BN,
+        },
+        data={"scale_min": 0.1, "scale_max": 2.0},
+        optim={"lr_per_256": 0.32, "clip_grad_norm": None, "clip_mode": "global"},
+        schedule=_steps(231_000, (219_450, 226_380), 0.32),
+    )
+
+
 # ---------------------------------------------------------------------------------------------- classification
 
 
@@ -411,6 +470,8 @@ for _backbone in _MOBILE:
     _register(f"retinanet_{_backbone}", _mobile_recipe, _backbone)
 for _backbone in _MASK_RCNN_BACKBONES:
     _register(f"maskrcnn_{_backbone}", _mask_rcnn_recipe, _backbone)
+for _backbone in _MG_MASK_RCNN:
+    _register(f"maskrcnn_{_backbone}_mg", _mg_mask_rcnn_recipe, _backbone)
 for _backbone in ("spinenet49", "spinenet96", "spinenet143", "spinenet190"):
     _register(f"classification_{_backbone}", _classification_recipe, _backbone)
 

@@ -182,6 +182,16 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
         "model.rpn_num_convs",
         f"only applies to task=maskrcnn and must be >= 1, got {m.rpn_num_convs} for task={m.task}",
     )
+    check(
+        m.anchor_num_scales is None or (m.task == "maskrcnn" and m.anchor_num_scales >= 1),
+        "model.anchor_num_scales",
+        f"only applies to task=maskrcnn and must be >= 1, got {m.anchor_num_scales} for task={m.task}",
+    )
+    check(
+        m.anchor_size is None or (m.task == "maskrcnn" and m.anchor_size > 0),
+        "model.anchor_size",
+        f"only applies to task=maskrcnn and must be > 0, got {m.anchor_size} for task={m.task}",
+    )
     for name in ("head_num_filters", "head_num_convs"):
         value = getattr(m, name)
         check(value is None or m.task == "retinanet", f"model.{name}", f"only applies to task=retinanet, not {m.task}")

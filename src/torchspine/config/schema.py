@@ -81,6 +81,10 @@ class ModelCfg:
             Huber 1/9 normalised per level, box-head Huber 1 over 4 x the foreground RoIs) or ``torchvision``
             (torchvision's smooth-L1 losses over all sampled anchors / RoIs). Mask R-CNN only.
         rpn_num_convs: 3x3 convs of the Mask R-CNN RPN head; None keeps the backbone's default (1). Mask R-CNN only.
+        anchor_size: RPN anchor size in strides; None keeps the backbone's default (3; 5 for SpineNet-190). Model
+            Garden's SpineNet-143 recipe uses 4. Mask R-CNN only.
+        anchor_num_scales: intermediate RPN anchor scales per octave; None is tensorflow/tpu's 1 (3 anchors per
+            location), Model Garden's recipes use 3 (9 per location). Mask R-CNN only.
         grad_checkpointing: recompute the activations of every SpineNet block group (and of the RetinaNet head
             towers, level by level) in the backward pass instead of keeping them: less training memory for about
             one extra forward; gradients and BatchNorm statistics are unchanged. SpineNet backbones only.
@@ -110,6 +114,8 @@ class ModelCfg:
     loss_style: LossStyle = "tpu"
     grad_checkpointing: bool = False
     rpn_num_convs: int | None = None
+    anchor_size: float | None = None
+    anchor_num_scales: int | None = None
 
 
 @dataclass(frozen=True)

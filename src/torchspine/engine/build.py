@@ -145,6 +145,8 @@ def _build_task(model: ModelCfg, num_classes: int, backbone_args: dict, label_sm
             image_size=model.image_size,
             loss_style=model.loss_style,
             rpn_num_convs=model.rpn_num_convs,
+            anchor_size=model.anchor_size,
+            anchor_num_scales=model.anchor_num_scales or 1,
         )
     if model.task == "classification":
         classifier = create_classifier(model.backbone, num_classes, **backbone_args)

@@ -112,6 +112,7 @@ def describe_model(
             anchor_size=float(model.rpn.anchor_generator.anchor_size),
             rpn_num_convs=len(model.rpn.head.convs),
             num_fcs=len(roi.box_head.fcs),
+            anchor_num_scales=int(model.rpn.anchor_generator.num_scales),
         )
         info = ModelFile(
             "maskrcnn",

@@ -5,7 +5,8 @@ Du et al., 2020, §4.2; official code: tensorflow/tpu ``maskrcnn_config.py`` + `
 heads have the structure of tensorflow/tpu ``heads.py``, so its checkpoints convert tensor for tensor:
 
 * RPN: ``rpn_num_convs`` 3x3 convs (1) shared across levels with a BatchNorm per level, then 1x1
-  objectness and box predictors; anchors of size 3 (5 for SpineNet-190), one scale, aspect ratios 0.5/1/2;
+  objectness and box predictors; anchors of size 3 (5 for SpineNet-190), one scale (tensorflow/tpu; Model
+  Garden's SpineNet recipes use ``anchor_num_scales=3``), aspect ratios 0.5/1/2;
 * RoIs from the backbone's levels by ``floor(4 + log2(sqrt(area) / 224))``, 7x7 for boxes and 14x14 for masks;
 * box head: 4 x (3x3 conv + BN + act), 1 FC(1024) + BN + act, then class and class-specific box FCs;
 * mask head: 4 x (3x3 conv + BN + act), 2x2/2 deconv + BN + act, 1x1 to one 28x28 mask per class;
@@ -175,6 +176,7 @@ def build_mask_rcnn(
     act: str | None = None,
     rpn_num_convs: int | None = None,
     num_fcs: int = 1,
+    anchor_num_scales: int = 1,
     box_ops: Literal["tpu", "torchvision"] = "tpu",
     loss_style: LossStyle = "tpu",
 ) -> MaskRCNN:
@@ -193,6 +195,9 @@ def build_mask_rcnn(
         rpn_num_convs: convs of the RPN head (default: the backbone's ``MaskRCNNDefaults``, 1; the official
             ``spinenet190_mrcnn.yaml`` sets 7, but the zoo's 168.2M parameters count 1).
         num_fcs: FC layers of the box head (the SpineNet recipes: 1).
+        anchor_num_scales: intermediate anchor scales per octave: 1 in tensorflow/tpu's ``spinenet*_mrcnn.yaml``
+            (3 anchors per location), 3 in Model Garden's ``coco_spinenet*_mrcnn_tpu.yaml`` (``anchor: num_scales:
+            3``, 9 anchors per location; the RPN head's predictors grow accordingly).
         box_ops: ``"tpu"``: RoIAlign and box coding as the official tensorflow/tpu Mask R-CNN
             (`TPUMultiLevelRoIAlign`, one sample per bin; the legacy "+1" box sizes of its ``box_utils``; its
             proposal selection, `TPURegionProposalNetwork`), which converted checkpoints need to reproduce the
@@ -217,8 +222,10 @@ def build_mask_rcnn(
     eps, momentum = getattr(backbone, "norm_eps", 1e-3), getattr(backbone, "norm_momentum", 0.01)
     head_dim, num_convs = head_dim or d.head_dim, num_convs or d.num_convs
     levels = feature_levels(backbone)
+    if anchor_num_scales < 1:
+        raise UsageError(f"anchor_num_scales must be >= 1, got {anchor_num_scales}")
     anchors = TFAnchorGenerator(
-        levels[0], levels[-1], anchor_size or d.anchor_size, num_scales=1, aspect_ratios=ASPECT_RATIOS
+        levels[0], levels[-1], anchor_size or d.anchor_size, num_scales=anchor_num_scales, aspect_ratios=ASPECT_RATIOS
     )
     if box_ops not in ("tpu", "torchvision"):
         raise UsageError(f"box_ops {box_ops!r}: expected 'tpu' or 'torchvision'")
