@@ -22,7 +22,12 @@ from torchspine.data.classification import (
     train_transform,
 )
 from torchspine.data.image_io import ImageError
-from torchspine.data.synthetic_classification import DEMO_CLASSES, make_demo_classification_dataset
+from torchspine.data.synthetic_classification import (
+    DEMO_CLASSES,
+    DEMO_CLASSIFICATION_VERSION,
+    make_demo_classification_dataset,
+)
+from torchspine.engine import build as engine_build
 from torchspine.engine.build import build_model
 from torchspine.engine.checkpoint import load_checkpoint
 from torchspine.engine.classification_eval import evaluate_classifier
@@ -352,3 +357,24 @@ def test_init_from_reaches_the_trainer(tmp_path, demo):
     state = load_checkpoint(out / "checkpoints" / "ckpt-00000001.pt")["model"]
     for key, value in source.named_parameters():
         assert torch.equal(state[f"classifier.backbone.{key}"], value), key
+
+
+def test_demo_data_cache_is_regenerated_for_a_new_generator_version(tmp_path, monkeypatch):
+    """A cache written by an older generator (other marker text) is replaced, a current one is reused."""
+    calls = []
+
+    def fake_make(root):
+        calls.append(root)
+        (root / "train").mkdir(parents=True)
+        return root
+
+    monkeypatch.setattr(engine_build, "make_demo_classification_dataset", fake_make)
+    root = tmp_path / "demo_classification_data"
+    root.mkdir()
+    (root / ".complete").write_text("torchspine demo classification data, seed 0\n")  # the v1 marker
+    (root / "stale.jpg").write_bytes(b"old")
+    assert engine_build.demo_classification_data_dir(tmp_path) == root
+    assert calls == [root] and not (root / "stale.jpg").exists()
+    assert f"v{DEMO_CLASSIFICATION_VERSION}" in (root / ".complete").read_text()
+    engine_build.demo_classification_data_dir(tmp_path)
+    assert calls == [root]  # reused
