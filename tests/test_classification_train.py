@@ -215,7 +215,9 @@ def _train(data, out, *extra: str) -> int:
 
 
 def test_train_writes_metrics_and_checkpoints(demo, tmp_path, capsys):
-    assert _train(demo, tmp_path, "--set", "train.max_steps=3", "--set", "train.log_every=1") == 0
+    # One evaluation, at the end: the recipe evaluates every epoch, which is 2 steps of this small data set.
+    extra = ("--set", "train.max_steps=3", "--set", "train.log_every=1", "--set", "train.eval_every_epochs=4")
+    assert _train(demo, tmp_path, *extra) == 0
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     evals = [line for line in lines if "cls/top1" in line]
     assert len(evals) == 1 and evals[0]["step"] == 3 and evals[0]["cls/top5"] == 1.0  # 5 classes: top-5 is all
