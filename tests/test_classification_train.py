@@ -292,7 +292,7 @@ def test_overfits_a_handful_of_images(tmp_path, seed):
     model = build_model(cfg, data.num_classes)
     images, targets = data.collate_fn([data[i] for i in range(len(data))])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(30):
+    for _ in range(50):  # 30 sufficed on the old demo images; seed 1 needs more on the v2 ones (loss 0.47 at 30)
         model.train()
         loss = model(images, targets)["loss_cls"]
         optimizer.zero_grad()
