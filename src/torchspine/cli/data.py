@@ -7,7 +7,7 @@ import argparse
 import time
 
 # Per-task defaults of --num-train / --num-val / --image-size (the sizes the built-in demo experiments use).
-_DEMO_DEFAULTS = {"detection": (200, 50, 320), "classification": (400, 100, 128)}
+_DEMO_DEFAULTS = {"detection": (200, 50, 320), "classification": (2000, 100, 128)}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", required=True, help="destination folder (created if needed)")
     demo.add_argument("--task", choices=tuple(_DEMO_DEFAULTS), default="detection", help="which kind of data set")
     demo.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
-    demo.add_argument("--num-train", type=int, help="images in the train split (default: 200; classification 400)")
+    demo.add_argument("--num-train", type=int, help="images in the train split (default: 200; classification 2000)")
     demo.add_argument("--num-val", type=int, help="images in the val split (default: 50; classification 100)")
     demo.add_argument(
         "--image-size",

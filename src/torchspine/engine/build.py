@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from torchspine.data.classification import build_classification_dataset, eval_tr
 from torchspine.data.coco import build_dataset
 from torchspine.data.holdout import holdout_split
 from torchspine.data.synthetic import make_demo_dataset
-from torchspine.data.synthetic_classification import make_demo_classification_dataset
+from torchspine.data.synthetic_classification import DEMO_CLASSIFICATION_VERSION, make_demo_classification_dataset
 from torchspine.data.transforms import Compose, RandomHorizontalFlip, RandomResizeCrop
 from torchspine.engine.trainer import warmup_step_schedule
 from torchspine.modelfile import load_backbone_state
@@ -40,11 +41,16 @@ def demo_data_dir(cache: Path) -> Path:
 
 
 def demo_classification_data_dir(cache: Path) -> Path:
-    """The built-in ImageFolder demo data set, generated once into `cache` (a marker file records completion)."""
+    """The built-in ImageFolder demo data set, generated once into `cache` (a marker file records completion and
+    the generator version, so a cache written by an older generator is regenerated rather than silently reused)."""
     root = cache / "demo_classification_data"
-    if not (root / ".complete").is_file():
+    marker = root / ".complete"
+    stamp = f"torchspine demo classification data, seed 0, generator v{DEMO_CLASSIFICATION_VERSION}\n"
+    if not marker.is_file() or marker.read_text() != stamp:
+        if root.is_dir():
+            shutil.rmtree(root)  # an older generator's images would otherwise stay next to the new ones
         make_demo_classification_dataset(root)
-        (root / ".complete").write_text("torchspine demo classification data, seed 0\n")
+        marker.write_text(stamp)
     return root
 
 
