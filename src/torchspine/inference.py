@@ -23,7 +23,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from torchspine.layers.conv import ConvNormAct
 from torchspine.models.detection.heads import SeparableConv2d, _Tower
-from torchspine.models.detection.mask_rcnn import BoxHead, MaskPredictor, RPNHead
+from torchspine.models.detection.mask_rcnn import MaskPredictor, RPNHead
 
 __all__ = ["FusedRPNHead", "FusedTower", "fuse_batchnorm", "optimize_for_inference"]
 
@@ -61,31 +61,38 @@ class FusedTower(nn.Module):
 
 
 class FusedRPNHead(nn.Module):
-    """The Mask R-CNN `RPNHead` with its per-level BatchNorms folded into per-level copies of the shared conv."""
+    """The Mask R-CNN `RPNHead` with its per-level BatchNorms folded into per-level copies of the shared convs."""
 
     def __init__(self, head: RPNHead) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(_fold(head.conv, bn) for bn in head.norms)
+        self.levels = nn.ModuleList(
+            nn.ModuleList(_fold(conv, bn) for conv, bn in zip(head.convs, norms, strict=True)) for norms in head.norms
+        )
         self.act = head.act
         self.cls_logits = head.cls_logits
         self.bbox_pred = head.bbox_pred
 
     def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         logits, boxes = [], []
-        for x, conv in zip(features, self.convs, strict=True):
-            t = self.act(conv(x))
-            logits.append(self.cls_logits(t))
-            boxes.append(self.bbox_pred(t))
+        for x, convs in zip(features, self.levels, strict=True):
+            for conv in convs:
+                x = self.act(conv(x))
+            logits.append(self.cls_logits(x))
+            boxes.append(self.bbox_pred(x))
         return logits, boxes
 
 
 def _fuse_sequential(seq: nn.Sequential) -> None:
-    """Fold each ``BatchNorm2d`` that directly follows a convolution inside `seq` (replaced by an identity)."""
+    """Fold each ``BatchNorm2d`` that directly follows a convolution, and each ``BatchNorm1d`` that directly follows
+    a linear layer (the Mask R-CNN box head's FCs), inside `seq` (the BatchNorm is replaced by an identity)."""
     children = list(seq._modules)
     for prev, cur in itertools.pairwise(children):
-        conv, bn = seq._modules[prev], seq._modules[cur]
-        if isinstance(conv, _CONVS) and type(bn) is nn.BatchNorm2d:
-            seq._modules[prev] = _fold(conv, bn)
+        layer, bn = seq._modules[prev], seq._modules[cur]
+        if isinstance(layer, _CONVS) and type(bn) is nn.BatchNorm2d:
+            seq._modules[prev] = _fold(layer, bn)
+            seq._modules[cur] = nn.Identity()
+        elif type(layer) is nn.Linear and type(bn) is nn.BatchNorm1d:
+            seq._modules[prev] = fuse_linear_bn_eval(layer, bn)
             seq._modules[cur] = nn.Identity()
 
 
@@ -107,9 +114,6 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
             replacements.append((name, FusedTower(module)))
         elif isinstance(module, RPNHead):
             replacements.append((name, FusedRPNHead(module)))
-        elif isinstance(module, BoxHead) and type(module.fc_norm) is nn.BatchNorm1d:
-            module.fc = fuse_linear_bn_eval(module.fc, module.fc_norm)
-            module.fc_norm = nn.Identity()
         elif isinstance(module, MaskPredictor) and type(module.norm) is nn.BatchNorm2d:
             module.upsample = _fold(module.upsample, module.norm)
             module.norm = nn.Identity()
