@@ -72,6 +72,9 @@ def _train_args(data: Path, out: Path, *extra: str, steps: int = STEPS) -> list[
         "train.checkpoint_every_steps=4",
         "eval.batch_size=1",  # as `torchspine eval --batch-size 1`: the same kernels run on every image
         "eval.score_thresh=0.0",  # 100 detections per image from a barely trained model: a non-trivial comparison
+        # One process accumulating two micro-batches sees only their sum, so it can reproduce clipping of the summed
+        # gradient ("global"), not tensorflow/tpu's clip of each process's share ("per_replica", tests/test_clipping).
+        "optim.clip_mode=global",
     ]
     args = ["--experiment", "demo", "--data", str(data), "--output-dir", str(out)]
     for setting in settings:
