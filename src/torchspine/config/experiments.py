@@ -515,9 +515,10 @@ def demo_classification() -> ExperimentCfg:
     a milder crop-area range than ImageNet's [0.08, 1] (a crop must still show the shape), and BN momentum 0.1 so
     statistics settle within a few hundred steps.
 
-    Measured (2-core CPU shared with other jobs, load ~3-4, OMP_NUM_THREADS=1, data already cached): the loss leaves
-    chance (ln 5 = 1.61) at step ~70, is ~0.75 at step 250 and ~0.4 at step 350; val top-1 is 0.29 / 0.77 / 0.87 /
-    1.00 after epochs 1-4 (steps 125 / 250 / 375 / 500), in 7.0 min wall-clock and 6.4 min of CPU. With
+    Measured on an idle 2-core CPU (data already cached, default threads): val top-1 0.56 / 0.88 / 1.00 / 1.00 after
+    epochs 1-4 (steps 125 / 250 / 375 / 500), in 4 min 41 s wall-clock (8 min 49 s CPU over both cores). On the
+    same machine shared with other jobs (load ~3-4, OMP_NUM_THREADS=1): the loss leaves chance (ln 5 = 1.61) at step
+    ~70, is ~0.75 at step 250 and ~0.4 at step 350; top-1 0.29 / 0.77 / 0.87 / 1.00, in 7.0 min wall-clock. With
     ``--set schedule.epochs=3`` (375 steps): 0.42 / 0.70 / 0.92 in 5.1 min of CPU (8.9 min wall-clock while other
     tests ran). With the earlier
     data (the detection demo's blotchy backgrounds and saturated colours, 35-85% shape sizes, 400 images) this
