@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.weights)
     if args.fast_path:
-        model = optimize_for_inference(model, inplace=True)
+        model = optimize_for_inference(model, fuse_activations=False, inplace=True)  # standard ops in the graph
     out = args.out or args.weights.with_name(args.weights.name.split(".")[0] + SUFFIXES[args.format])
     graph = graph_for(model, raw=args.raw or args.format == "torchscript")
     example = size_for_export(model, graph, args.image_size)

@@ -141,7 +141,8 @@ def export_network(
     """
     model = model.eval()
     if fast_path:
-        model = optimize_for_inference(model)
+        # Plain operations in the graph: the oneDNN-fused CPU modules are an eager-mode kernel choice.
+        model = optimize_for_inference(model, fuse_activations=False)
     graph = graph_for(model, raw=fmt == "torchscript")
     example = size_for_export(model, graph, image_size, batch_size)
     return export_graph(graph, path, fmt=fmt, example=example, dynamic=dynamic)
