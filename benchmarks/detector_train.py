@@ -21,6 +21,9 @@ Rows (all at the same square input size, batch and 91 classes, weights random, n
   level (``--set model.grad_checkpointing=true`` in `torchspine train`): less activation memory, one more forward.
   ``spinenet49+ckpt_backbone``: the backbone's block groups only (``model.backbone.set_grad_checkpointing()``); the
   head, two thirds of the multiply-adds, is not recomputed.
+* ``spinenet49+fused_bn_act``: SpineNet-49 with ``--set model.fused_bn_act=true`` (`torchspine.layers.bn_act`:
+  BatchNorm + activation, and a block's BatchNorm + addition + activation, keep only the BatchNorm input for
+  backward and recompute the rest).
 * ``tv_resnet50_fpn``: plain ``torchvision.models.detection.retinanet_resnet50_fpn(weights=None,
   weights_backbone=None)`` with ``min_size = max_size = size`` (square inputs are then not rescaled); torchvision's
   own head, anchors and losses, and trainable ``BatchNorm2d`` (what torchvision picks without pretrained weights).
@@ -54,10 +57,20 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from torchspine.layers.bn_act import set_fused_bn_act
 from torchspine.models.detection.retinanet import build_retinanet
 from torchspine.utils.allocator import keep_freed_memory
 
-MODELS = ("resnet50_fpn", "spinenet49s", "spinenet49", "spinenet49+ckpt", "spinenet49+ckpt_backbone", "tv_resnet50_fpn")
+MODELS = (
+    "resnet50_fpn",
+    "spinenet49s",
+    "spinenet49",
+    "spinenet49+fused_bn_act",
+    "spinenet49+ckpt",
+    "spinenet49+ckpt_backbone",
+    "tv_resnet50_fpn",
+)
+FUSED_BN_ACT = "+fused_bn_act"  # suffix: BN + activation keeping one map for backward (``model.fused_bn_act``)
 CHECKPOINTED = "+ckpt"  # suffix: the same detector with activation checkpointing (``model.grad_checkpointing``)
 BACKBONE_ONLY = "_backbone"  # ... of the backbone's block groups only (the head keeps its activations)
 REFERENCE = "resnet50_fpn"
@@ -78,6 +91,10 @@ def build(name: str, size: int) -> nn.Module:
         model.backbone.set_grad_checkpointing(True)
         model.head.set_grad_checkpointing(not name.endswith(BACKBONE_ONLY))
         return model
+    if name.endswith(FUSED_BN_ACT):
+        return set_fused_bn_act(
+            build_retinanet(name.removesuffix(FUSED_BN_ACT), num_classes=NUM_CLASSES, image_size=size)
+        )
     return build_retinanet(name, num_classes=NUM_CLASSES, image_size=size)
 
 

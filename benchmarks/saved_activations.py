@@ -1,6 +1,9 @@
 """What a RetinaNet training step keeps for the backward pass, by the operator that produced each tensor.
 
-Usage: ``python benchmarks/saved_activations.py [--size 384] [--batch 2] [--models resnet50_fpn,spinenet49]``
+Usage: ``python benchmarks/saved_activations.py [--size 384] [--batch 2]
+[--models resnet50_fpn,spinenet49,spinenet49+fused_bn_act]``
+
+A ``+fused_bn_act`` suffix trains with `torchspine.layers.bn_act` (``--set model.fused_bn_act=true``).
 
 Activation memory is most of a detector's training memory, and unlike peak RSS or CUDA peak it can be counted
 exactly on any machine: every tensor autograd saves passes through ``torch.autograd.graph.saved_tensors_hooks``,
@@ -22,6 +25,7 @@ import collections
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from torchspine.layers.bn_act import set_fused_bn_act
 from torchspine.models.detection.retinanet import build_retinanet
 
 
@@ -43,7 +47,12 @@ class _Producers(TorchDispatchMode):
 def saved_by_op(name: str, size: int, batch: int) -> collections.Counter[str]:
     """Bytes saved for backward by one training forward of RetinaNet-`name`, keyed by producing operator."""
     torch.manual_seed(0)
-    model = build_retinanet(name, num_classes=91, image_size=size).train()
+    backbone, _, option = name.partition("+")
+    model = build_retinanet(backbone, num_classes=91, image_size=size).train()
+    if option == "fused_bn_act":
+        set_fused_bn_act(model)
+    elif option:
+        raise SystemExit(f"unknown option {option!r} in {name!r}; expected fused_bn_act")
     images = [torch.rand(3, size, size) for _ in range(batch)]
     targets = [{"boxes": torch.tensor([[10.0, 20.0, 100.0, 120.0]]), "labels": torch.tensor([1])}] * batch
     producers = _Producers()
@@ -67,7 +76,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=384, help="square input side, a multiple of 128")
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--models", default="resnet50_fpn,spinenet49", help="comma-separated backbones")
+    parser.add_argument(
+        "--models", default="resnet50_fpn,spinenet49,spinenet49+fused_bn_act", help="comma-separated backbones"
+    )
     args = parser.parse_args()
     results = {name: saved_by_op(name, args.size, args.batch) for name in args.models.split(",")}
     reference = sum(next(iter(results.values())).values())
@@ -75,12 +86,12 @@ def main() -> None:
         {op for counts in results.values() for op in counts}, key=lambda op: -max(r[op] for r in results.values())
     )
     print(f"saved for backward, MiB (size {args.size}, batch {args.batch}, fp32)")
-    print(f"{'producing op':34s}" + "".join(f"{name:>16s}" for name in results))
+    print(f"{'producing op':34s}" + "".join(f"{name:>24s}" for name in results))
     for op in ops[:14]:
-        print(f"{op:34s}" + "".join(f"{r[op] / 2**20:16.1f}" for r in results.values()))
-    print(f"{'total':34s}" + "".join(f"{sum(r.values()) / 2**20:16.1f}" for r in results.values()))
+        print(f"{op:34s}" + "".join(f"{r[op] / 2**20:24.1f}" for r in results.values()))
+    print(f"{'total':34s}" + "".join(f"{sum(r.values()) / 2**20:24.1f}" for r in results.values()))
     print(
-        f"{'x ' + next(iter(results)):34s}" + "".join(f"{sum(r.values()) / reference:16.2f}" for r in results.values())
+        f"{'x ' + next(iter(results)):34s}" + "".join(f"{sum(r.values()) / reference:24.2f}" for r in results.values())
     )
 
 

@@ -153,6 +153,7 @@ def validate(cfg: ExperimentCfg) -> ExperimentCfg:
         check(m.task != "classification", "model.backbone", f"{m.backbone} is a detection backbone (FPN outputs)")
         check((m.min_level, m.max_level) == (3, 7), "model.min_level", "ResNet-FPN baselines produce P3-P7 only")
         check(not m.grad_checkpointing, "model.grad_checkpointing", "is implemented for SpineNet backbones only")
+        check(not m.fused_bn_act, "model.fused_bn_act", "is implemented for SpineNet backbones only")
     else:
         try:
             info = variant_info(m.backbone)

@@ -24,6 +24,7 @@ from torchspine.data.synthetic import make_demo_dataset
 from torchspine.data.synthetic_classification import DEMO_CLASSIFICATION_VERSION, make_demo_classification_dataset
 from torchspine.data.transforms import Compose, RandomHorizontalFlip, RandomResizeCrop
 from torchspine.engine.trainer import warmup_step_schedule
+from torchspine.layers.bn_act import set_fused_bn_act
 from torchspine.modelfile import load_backbone_state
 from torchspine.models.classifier import create_classifier
 from torchspine.models.classifier_train import TrainableClassifier
@@ -127,6 +128,8 @@ def build_model(model: ModelCfg, num_classes: int, *, label_smoothing: float = 0
         for module in built.modules():  # the SpineNet backbone and the RetinaNet head
             if hasattr(module, "set_grad_checkpointing"):
                 module.set_grad_checkpointing(True)
+    if model.fused_bn_act:
+        set_fused_bn_act(built)
     if model.init_from is not None:
         backbone = built.classifier.backbone if isinstance(built, TrainableClassifier) else built.backbone
         load_backbone_state(backbone, model.init_from)

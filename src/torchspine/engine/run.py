@@ -118,6 +118,8 @@ ResumeMode = Literal["never", "auto", "must"]
 # checkpoint belongs to. (A spec file describing another architecture fails the strict weight load instead.)
 RESUMABLE_CHANGES = (
     "model.backbone_spec",
+    "model.grad_checkpointing",  # memory savers: the same computation
+    "model.fused_bn_act",
     "train.max_steps",
     "train.log_every",
     "train.checkpoint_every_steps",

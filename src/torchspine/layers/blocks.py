@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from torchspine.layers.bn_act import bn_act, supported
 from torchspine.layers.conv import ConvNormAct, NormLayer
 from torchspine.layers.drop import DropBlock, DropPath
 from torchspine.layers.padding import PadMode
@@ -31,6 +32,12 @@ def _projection(
     return ConvNormAct(
         in_channels, out_channels, 1, stride=stride, norm_layer=norm_layer, act_layer=None, pad_mode=pad_mode
     )
+
+
+def _fused_residual_end(last: ConvNormAct, y: Tensor, shortcut: Tensor, drop_path: DropPath, act: nn.Module) -> Tensor:
+    """``act(drop_path(last(y)) + shortcut)`` through `bn_act`: the block's sum is recomputed in backward, not kept."""
+    y = last.conv(last.pad(y))
+    return bn_act(y, last.bn, act, residual=shortcut, scale=drop_path.factor(y))
 
 
 def _dropblock(keep_prob: float | None, size: int) -> DropBlock | None:
@@ -71,10 +78,13 @@ class BottleneckBlock(nn.Module):
         self.drop_path = DropPath(drop_path_rate)
         self.act = act_layer()
         self.dropblock = _dropblock(dropblock_keep_prob, dropblock_size)
+        self.fused_bn_act = False  # training: see `torchspine.layers.bn_act`
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.shortcut is None else self.shortcut(x)
         db = self.dropblock
+        if self.fused_bn_act and db is None and supported(self.conv3.bn, self.act):
+            return _fused_residual_end(self.conv3, self.conv2(self.conv1(x)), shortcut, self.drop_path, self.act)
         if db is None:
             y = self.conv3(self.conv2(self.conv1(x)))
         else:
@@ -110,10 +120,13 @@ class ResidualBlock(nn.Module):
         self.drop_path = DropPath(drop_path_rate)
         self.act = act_layer()
         self.dropblock = _dropblock(dropblock_keep_prob, dropblock_size)
+        self.fused_bn_act = False  # training: see `torchspine.layers.bn_act`
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.shortcut is None else self.shortcut(x)
         db = self.dropblock
+        if self.fused_bn_act and db is None and supported(self.conv2.bn, self.act):
+            return _fused_residual_end(self.conv2, self.conv1(x), shortcut, self.drop_path, self.act)
         if db is None:
             y = self.conv2(self.conv1(x))
         else:

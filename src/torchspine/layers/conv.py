@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from torchspine.layers.bn_act import bn_act, supported
 from torchspine.layers.padding import PadMode, PadSame
 
 NormLayer = Callable[[int], nn.Module]
@@ -57,6 +58,10 @@ class ConvNormAct(nn.Module):
         )
         self.bn = norm_layer(out_channels)
         self.act = act_layer() if act_layer is not None else nn.Identity()
+        self.fused_bn_act = False  # training: keep one map for backward (`torchspine.layers.bn_act`)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.bn(self.conv(self.pad(x))))
+        x = self.conv(self.pad(x))
+        if self.fused_bn_act and supported(self.bn, self.act):
+            return bn_act(x, self.bn, self.act)
+        return self.act(self.bn(x))

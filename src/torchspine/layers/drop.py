@@ -71,6 +71,15 @@ class DropPath(nn.Module):
         mask = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
         return x * mask / keep
 
+    def factor(self, x: Tensor) -> Tensor | None:
+        """The per-sample factor ``mask / keep`` that `forward` would multiply `x` by (drawing the same random
+        numbers), or None when it would return `x` unchanged."""
+        if not self.training or self.rate == 0.0:
+            return None
+        keep = 1.0 - self.rate
+        mask = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return mask / keep
+
     def extra_repr(self) -> str:
         return f"rate={self.rate:.4f}"
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
 from torchspine.layers.activations import get_act_layer
+from torchspine.layers.bn_act import bn_act, supported
 from torchspine.layers.checkpoint import checkpointed
 from torchspine.models.detection.anchors import TFBoxCoder
 
@@ -71,6 +72,7 @@ class _Tower(nn.Module):
         self.act = get_act_layer(act)()
         self.predict = _conv(widths[-1], out_channels, separable)
         self.grad_checkpointing = False
+        self.fused_bn_act = False  # training: see `torchspine.layers.bn_act`
 
     def forward(self, x: Tensor, level_index: int) -> Tensor:
         if self.grad_checkpointing and self.training:
@@ -81,7 +83,8 @@ class _Tower(nn.Module):
     def _forward(self, x: Tensor, level_index: int) -> Tensor:
         norms = self.norms[level_index]
         for conv, bn in zip(self.convs, norms, strict=True):
-            x = self.act(bn(conv(x)))
+            x = conv(x)
+            x = bn_act(x, bn, self.act) if self.fused_bn_act and supported(bn, self.act) else self.act(bn(x))
         return self.predict(x)
 
 
