@@ -380,3 +380,16 @@ def test_demo_data_cache_is_regenerated_for_a_new_generator_version(tmp_path, mo
     assert f"v{DEMO_CLASSIFICATION_VERSION}" in (root / ".complete").read_text()
     engine_build.demo_classification_data_dir(tmp_path)
     assert calls == [root]  # reused
+
+
+def test_init_from_takes_a_classification_run_checkpoint(tmp_path, demo):
+    """A classification trainer checkpoint keeps its backbone under ``classifier.backbone.``: ``init_from`` finds it
+    there (the next run of a staged recipe starts from the last one's ``ckpt-*.pt``)."""
+    first = tmp_path / "first"
+    assert _train(demo, first, "--set", "train.max_steps=1") == 0
+    ckpt = first / "checkpoints" / "ckpt-00000001.pt"
+    saved = load_checkpoint(ckpt)["model"]
+    cfg = ModelCfg(task="classification", backbone="test_spinenet", image_size=128, init_from=str(ckpt))
+    backbone = build_model(cfg, num_classes=5).classifier.backbone
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(value, saved[f"classifier.backbone.{key}"]), key

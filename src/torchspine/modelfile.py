@@ -424,15 +424,23 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | 
     model.load_state_dict(state, strict=True)
 
 
+# Where a backbone's tensors sit in a state dict without torchspine metadata: a bare backbone, a detector or
+# classifier (``backbone.``), a classification trainer checkpoint (``classifier.backbone.``, `TrainableClassifier`).
+_BACKBONE_PREFIXES = ("", "backbone.", "classifier.backbone.")
+
+
 def load_backbone_state(backbone: nn.Module, path: str | Path) -> None:
     """Load the backbone tensors of `path` into `backbone` strictly: a backbone file's own tensors, or those under
-    ``backbone.`` of a classifier or detector file (or of a plain state dict that has them)."""
+    ``backbone.`` of a classifier or detector file; for a plain state dict or a trainer checkpoint (``ckpt-*.pt``
+    of any task), the first of `_BACKBONE_PREFIXES` under which all of the backbone's tensors are found."""
     state = read_tensors(path)
     info = read_model_file(path)
     if info is not None:
         prefix = "" if info.task == "backbone" else "backbone."
     else:
-        prefix = "backbone." if any(k.startswith("backbone.") for k in state) else ""
+        wanted = backbone.state_dict().keys()
+        found = [p for p in _BACKBONE_PREFIXES if all(p + k in state for k in wanted)]
+        prefix = found[0] if found else ("backbone." if any(k.startswith("backbone.") for k in state) else "")
     load_state(backbone, state, path, prefix=prefix)
 
 
