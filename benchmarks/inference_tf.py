@@ -70,10 +70,12 @@ def build(size: int) -> dict:
         scores, boxes = head(backbone(x, training=False), training=False)[:2]
         return generator(boxes, scores, anchors, image_shape)
 
-    def first(out):
+    def first(out):  # the first tensor of nested dicts / tuples (the detector's outputs hold an empty dict)
         if isinstance(out, dict):
-            return out[sorted(out)[0]]
-        return first(out[0]) if isinstance(out, (tuple, list)) else out
+            out = [out[k] for k in sorted(out)]
+        if isinstance(out, (tuple, list)):
+            return next((t for t in map(first, out) if t is not None), None)
+        return out
 
     x = tf.constant(np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32))
     return {
