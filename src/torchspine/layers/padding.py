@@ -67,6 +67,12 @@ class MaxPool2dSame(nn.Module):
 
     ``nn.MaxPool2d(3, 2, padding=1)`` pads both sides and so shifts the sampling grid by one pixel against TF on
     even inputs; both official SpineNet implementations use ``'SAME'`` pools.
+
+    When TF pads only after (every SpineNet pool on an input that is a multiple of the stride), a ``ceil_mode``
+    pool visits the same windows, clipped at the border, without the -inf copy; on CPU it also runs channels-last,
+    where PyTorch's max-pool is vectorised over channels (the NCHW kernel is several times slower on the stem's
+    64 x 320 x 320 map). Both give exactly the padded pool's values. Symbolic shapes (export, ``torch.compile``)
+    and tracing keep the explicit padding, which traces for every input size.
     """
 
     def __init__(self, kernel_size: int, stride: int) -> None:
@@ -75,8 +81,21 @@ class MaxPool2dSame(nn.Module):
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
-        x = pad_same(x, self.kernel_size, self.stride, value=-torch.inf)
-        return F.max_pool2d(x, self.kernel_size, self.stride)
+        k, s = self.kernel_size, self.stride
+        h, w = x.shape[-2], x.shape[-1]
+        if (
+            isinstance(h, int)
+            and isinstance(w, int)
+            and same_pad_amount(h, k, s)[0] == same_pad_amount(w, k, s)[0] == 0
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+        ):
+            if x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous(memory_format=torch.channels_last):
+                nhwc = x.contiguous(memory_format=torch.channels_last)
+                return F.max_pool2d(nhwc, k, s, ceil_mode=True).contiguous()
+            return F.max_pool2d(x, k, s, ceil_mode=True)
+        x = pad_same(x, k, s, value=-torch.inf)
+        return F.max_pool2d(x, k, s)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
