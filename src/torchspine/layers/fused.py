@@ -45,14 +45,13 @@ def _fusable_conv(conv: nn.Module) -> bool:
     return type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
 
 
+_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile refuses to trace the query
+
+
 def _use_onednn(x: Tensor) -> bool:
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
-        and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
-    )
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False  # the graph gets the plain operations; the compiler fuses them itself
+    return _ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
 
 
 class ConvAct(nn.Module):
