@@ -124,3 +124,12 @@ def test_traced_and_exported_graphs_hold_the_plain_operations():
     actual = exported.module()(x)
     for key in expected:
         assert _relative_error(actual[key], expected[key]) < 1e-5, key
+
+
+def test_the_fast_path_compiles_without_graph_breaks():
+    """torch.compile traces the whole fast-path model in one graph (an earlier version graph-broke in every layer on
+    the oneDNN availability query, and compiling made inference slower instead of faster)."""
+    fast = torchspine.optimize_for_inference(torchspine.create_model("test_spinenet"))
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(fast)(torch.randn(1, 3, 128, 128))
+    assert explained.graph_break_count == 0, explained.break_reasons
