@@ -64,21 +64,22 @@ class DropPath(nn.Module):
             raise ValueError(f"drop path rate {rate} must lie in [0, 1)")
         self.rate = rate
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _mask(self, x: Tensor) -> Tensor | None:
+        """A per-sample 0/1 mask ``(N, 1, ..., 1)`` drawn for `x`, or None when nothing is dropped."""
         if not self.training or self.rate == 0.0:
-            return x
+            return None
         keep = 1.0 - self.rate
-        mask = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-        return x * mask / keep
+        return torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = self._mask(x)
+        return x if mask is None else x * mask / (1.0 - self.rate)
 
     def factor(self, x: Tensor) -> Tensor | None:
         """The per-sample factor ``mask / keep`` that `forward` would multiply `x` by (drawing the same random
         numbers), or None when it would return `x` unchanged."""
-        if not self.training or self.rate == 0.0:
-            return None
-        keep = 1.0 - self.rate
-        mask = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-        return mask / keep
+        mask = self._mask(x)
+        return None if mask is None else mask / (1.0 - self.rate)
 
     def extra_repr(self) -> str:
         return f"rate={self.rate:.4f}"
