@@ -14,7 +14,7 @@ keeps torchvision's losses.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -36,6 +36,29 @@ __all__ = ["LossStyle", "TPULossRPN", "TPULossRoIHeads", "use_loss_style"]
 LossStyle = Literal["tpu", "torchvision"]
 
 
+_RPN = TypeVar("_RPN", bound=RegionProposalNetwork)
+
+
+def rebuild_rpn(cls: type[_RPN], rpn: RegionProposalNetwork) -> _RPN:
+    """`rpn` as an instance of `cls` (a ``RegionProposalNetwork`` subclass with the same constructor): the same head,
+    anchors, matcher thresholds, sampler, box coder and proposal settings (the same objects and values)."""
+    new = cls(
+        rpn.anchor_generator,
+        rpn.head,
+        rpn.proposal_matcher.high_threshold,
+        rpn.proposal_matcher.low_threshold,
+        rpn.fg_bg_sampler.batch_size_per_image,
+        rpn.fg_bg_sampler.positive_fraction,
+        dict(rpn._pre_nms_top_n),
+        dict(rpn._post_nms_top_n),
+        rpn.nms_thresh,
+        rpn.score_thresh,
+    )
+    new.proposal_matcher.allow_low_quality_matches = rpn.proposal_matcher.allow_low_quality_matches
+    new.box_coder, new.min_size = rpn.box_coder, rpn.min_size
+    return new
+
+
 class TPULossRPN(RegionProposalNetwork):
     """torchvision's ``RegionProposalNetwork`` whose training losses are tensorflow/tpu's ``RpnScoreLoss`` and
     ``RpnBoxLoss`` (keys ``loss_objectness`` and ``loss_rpn_box_reg``, as torchvision's)."""
@@ -43,21 +66,7 @@ class TPULossRPN(RegionProposalNetwork):
     @classmethod
     def from_torchvision(cls, rpn: RegionProposalNetwork) -> TPULossRPN:
         """The same RPN (head, anchors, matcher thresholds, sampler, box coder, proposal settings)."""
-        new = cls(
-            rpn.anchor_generator,
-            rpn.head,
-            rpn.proposal_matcher.high_threshold,
-            rpn.proposal_matcher.low_threshold,
-            rpn.fg_bg_sampler.batch_size_per_image,
-            rpn.fg_bg_sampler.positive_fraction,
-            dict(rpn._pre_nms_top_n),
-            dict(rpn._post_nms_top_n),
-            rpn.nms_thresh,
-            rpn.score_thresh,
-        )
-        new.proposal_matcher.allow_low_quality_matches = rpn.proposal_matcher.allow_low_quality_matches
-        new.box_coder, new.min_size = rpn.box_coder, rpn.min_size  # the same objects and value
-        return new
+        return rebuild_rpn(cls, rpn)
 
     def forward(
         self, images: ImageList, features: dict[str, Tensor], targets: list[dict[str, Tensor]] | None = None

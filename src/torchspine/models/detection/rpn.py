@@ -17,7 +17,7 @@ from torch import Tensor
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import nms
 
-from torchspine.models.detection.rcnn_loss_heads import TPULossRPN
+from torchspine.models.detection.rcnn_loss_heads import TPULossRPN, rebuild_rpn
 
 __all__ = ["TPULossTPUProposalRPN", "TPUProposalSelection", "TPURegionProposalNetwork", "with_tpu_proposals"]
 
@@ -70,23 +70,7 @@ class TPULossTPUProposalRPN(TPUProposalSelection, TPULossRPN):
 
 def with_tpu_proposals(rpn: RegionProposalNetwork) -> RegionProposalNetwork:
     """The same RPN (head, anchors, matching, sampling, thresholds, losses) with tensorflow/tpu's proposals."""
-    if isinstance(rpn, TPULossRPN):
-        return TPULossTPUProposalRPN.from_torchvision(rpn)
-    new = TPURegionProposalNetwork(
-        rpn.anchor_generator,
-        rpn.head,
-        rpn.proposal_matcher.high_threshold,
-        rpn.proposal_matcher.low_threshold,
-        rpn.fg_bg_sampler.batch_size_per_image,
-        rpn.fg_bg_sampler.positive_fraction,
-        dict(rpn._pre_nms_top_n),
-        dict(rpn._post_nms_top_n),
-        rpn.nms_thresh,
-        rpn.score_thresh,
-    )
-    new.proposal_matcher.allow_low_quality_matches = rpn.proposal_matcher.allow_low_quality_matches
-    new.box_coder = rpn.box_coder
-    return new
+    return rebuild_rpn(TPULossTPUProposalRPN if isinstance(rpn, TPULossRPN) else TPURegionProposalNetwork, rpn)
 
 
 def _top(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
