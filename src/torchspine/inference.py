@@ -47,6 +47,15 @@ def _fold(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
     return fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
 
 
+def _per_level_layers(convs: nn.ModuleList, norms: nn.ModuleList, act: nn.Module) -> nn.ModuleList:
+    """For each level, the shared `convs` with that level's BatchNorms (``norms[level]``) folded in, as `ConvAct`
+    layers (plain operations until `fuse_activations`)."""
+    return nn.ModuleList(
+        nn.ModuleList(ConvAct(_fold(conv, bn), act, onednn=False) for conv, bn in zip(convs, level, strict=True))
+        for level in norms
+    )
+
+
 class FusedTower(nn.Module):
     """A RetinaNet head tower (`_Tower`) with each level's BatchNorms folded into a per-level copy of the convs.
 
@@ -55,12 +64,7 @@ class FusedTower(nn.Module):
 
     def __init__(self, tower: _Tower) -> None:
         super().__init__()
-        self.levels = nn.ModuleList(
-            nn.ModuleList(
-                ConvAct(_fold(conv, bn), tower.act, onednn=False) for conv, bn in zip(tower.convs, norms, strict=True)
-            )
-            for norms in tower.norms
-        )
+        self.levels = _per_level_layers(tower.convs, tower.norms, tower.act)
         self.predict = tower.predict
 
     def forward(self, x: Tensor, level_index: int) -> Tensor:
@@ -74,12 +78,7 @@ class FusedRPNHead(nn.Module):
 
     def __init__(self, head: RPNHead) -> None:
         super().__init__()
-        self.levels = nn.ModuleList(
-            nn.ModuleList(
-                ConvAct(_fold(conv, bn), head.act, onednn=False) for conv, bn in zip(head.convs, norms, strict=True)
-            )
-            for norms in head.norms
-        )
+        self.levels = _per_level_layers(head.convs, head.norms, head.act)
         self.cls_logits = head.cls_logits
         self.bbox_pred = head.bbox_pred
 
