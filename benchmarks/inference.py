@@ -15,8 +15,9 @@ Workloads (batch 1, square `size`, fp32; weights random, nothing downloaded):
 
 Rows: the official TF code as ``tf.function`` (`inference_tf.py`, run in a subprocess with `--tf-python`, the
 repo's ``.venv-tf``; skipped with a message when absent), torchspine eager (NCHW and channels-last) under
-``inference_mode``, the fast path (`torchspine.optimize_for_inference`: BN folded, then on CPU each conv fused with
-its activation / residual addition in one oneDNN call; also a row with BN folding only), ``torch.compile`` of the fast
+``inference_mode``, the fast path (`torchspine.optimize_for_inference`: BN folded, up-sampled parents projected
+before up-sampling, then on CPU channels-last weights and each conv fused with its activation / residual or merge
+addition in one oneDNN call; also rows with BN folding only and with NCHW weights), ``torch.compile`` of the fast
 path (compile time = first call, reported separately), ONNX Runtime on the fast path exported to ONNX (backbone and
 network; needs ``onnxruntime``), and torchvision's R50-FPN RetinaNet eager. On CUDA, also fp16 and bf16 autocast
 rows and the peak memory of each row.
@@ -155,10 +156,10 @@ def build_rows(args: argparse.Namespace, device: torch.device, tmp: Path) -> lis
         if fast_fn is not None:
             folded = fast_fn(spine[task], fuse_activations=False)
             rows.append(Row("torchspine fast path, BN folded only", task, _caller(folded, inputs[task], device)))
-            fast = fast_fn(spine[task])
+            nchw = fast_fn(spine[task], channels_last=False)
+            rows.append(Row("torchspine fast path NCHW", task, _caller(nchw, inputs[task], device)))
+            fast = fast_fn(spine[task])  # channels-last weights on CPU; the input stays NCHW, as users pass it
             rows.append(Row("torchspine fast path", task, _caller(fast, inputs[task], device)))
-            fast_cl = fast_fn(spine[task], channels_last=True)
-            rows.append(Row("torchspine fast path channels_last", task, _caller(fast_cl, inputs_cl[task], device)))
         else:
             print("torchspine.optimize_for_inference is absent: no fast-path rows", file=sys.stderr)
         if device.type == "cuda":

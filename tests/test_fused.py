@@ -106,6 +106,14 @@ def test_the_fast_path_runs_every_spinenet_convolution_through_onednn():
             actual = fast(x)
     assert log.count("_convolution_pointwise") == num_convs and log.count("aten.convolution") == 0
     assert log.count("aten.native_batch_norm") == log.count("_native_batch_norm_legit") == 0
+    # Each merge adds inside a projection's convolution unless both parents come from below (up-sampled), and
+    # every activation after an addition runs in place.
+    num_blocks = len(fast.blocks)
+    both_up = sum(b.resample0.level_diff < 0 and b.resample1.level_diff < 0 for b in fast.blocks.values())
+    num_extra = sum(len(b.merged) for b in fast.blocks.values())
+    assert log.count("_convolution_pointwise.binary") > num_blocks
+    assert log.count("aten.add.Tensor") == both_up + num_extra
+    assert log.count("aten.silu.default") == 0 and log.count("aten.silu_.default") > 0
     for key in expected:
         assert _relative_error(actual[key], expected[key]) < 1e-5, key
 

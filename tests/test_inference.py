@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import torchspine
-from torchspine.inference import FusedRPNHead, FusedTower, optimize_for_inference
+from torchspine.inference import FusedRPNHead, FusedScalePermutedBlock, FusedTower, optimize_for_inference
 from torchspine.models.detection.mask_rcnn import build_mask_rcnn
 from torchspine.models.detection.retinanet import build_retinanet
 
@@ -66,6 +66,38 @@ def test_fused_backbone_matches(name, semantics):
     assert list(actual) == list(expected)
     for key in expected:
         _assert_close(actual[key], expected[key])
+
+
+@pytest.mark.parametrize(
+    ("name", "semantics"),
+    [("spinenet49", "tpu"), ("spinenet49", "model_garden"), ("spinenet49_mobile", "model_garden")],
+)
+def test_fused_merges_project_upsampled_parents_at_their_own_resolution(name, semantics):
+    """The fast path projects an up-sampled parent before up-sampling it (exact: a 1x1 conv commutes with pixel
+    repetition), also for sizes that are not multiples of 128, where the up-sampled map is cropped to the target."""
+    model = _randomize_norms(torchspine.create_model(name, semantics=semantics, **SMALL))
+    fast = optimize_for_inference(model)
+    plain = optimize_for_inference(model, fuse_activations=False)  # every projection a module call (hookable)
+    blocks = list(plain.blocks.values())
+    assert all(isinstance(b, FusedScalePermutedBlock) for b in (*blocks, *fast.blocks.values()))
+    project_rows: list[tuple[int, int]] = []  # (rows seen by a projection, rows of the level it should run at)
+    height = 150
+    for block in blocks:
+        for resample in (block.resample0, block.resample1):
+            level = block.level - min(resample.level_diff, 0)  # the parent's level when going up
+            expected_rows = -(-height // 2**level)
+            resample.project.register_forward_pre_hook(
+                lambda module, args, rows=expected_rows: project_rows.append((args[0].shape[-2], rows))
+            )
+    x = torch.randn(1, 3, height, 190)
+    with torch.no_grad():
+        expected, actual, actual_plain = model(x), fast(x), plain(x)
+    assert len(project_rows) == 2 * len(blocks)
+    assert any(b.resample0.level_diff < 0 or b.resample1.level_diff < 0 for b in blocks)
+    assert all(seen == rows for seen, rows in project_rows), project_rows
+    for key in expected:
+        _assert_close(actual[key], expected[key])
+        _assert_close(actual_plain[key], expected[key])
 
 
 def test_channels_last_and_inplace():

@@ -74,7 +74,7 @@ def load_from_args(args: argparse.Namespace) -> tuple[nn.Module, str, dict[int, 
         args.weights, task=args.task, backbone=args.model, num_classes=args.num_classes, image_size=args.image_size
     )
     if args.fast_path:
-        model = optimize_for_inference(model, inplace=True)
+        model = optimize_for_inference(model, channels_last=args.device.startswith("cpu"), inplace=True)
     task = info.task if info is not None else args.task
     names = info.category_names if info is not None else {}
     num_classes = info.num_classes if info is not None else args.num_classes

@@ -19,9 +19,10 @@ equal the plain ops up to float rounding (oneDNN picks its own convolution algor
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ConvAct", "FusedResidual", "onednn_activation"]
+__all__ = ["ConvAct", "FusedResidual", "activate_", "onednn_activation"]
 
 # Activation module type -> oneDNN unary post-op name.
 _UNARY: dict[type[nn.Module], str] = {
@@ -81,6 +82,23 @@ class ConvAct(nn.Module):
             )
         return self.act(self.conv(x))
 
+    def forward_add(self, x: Tensor, other: Tensor, *, relu: bool = False) -> Tensor:
+        """``conv(pad(x)) + other`` (then a ReLU if `relu`), the addition inside the convolution on CPU.
+
+        Only for a layer without activation (``attr == "none"``); `other` has the convolution's output shape.
+        """
+        if self.attr != "none":
+            raise ValueError(f"forward_add needs a ConvAct without activation, this one has {self.act}")
+        x = self.pad(x)
+        if _use_onednn(x) and other.dtype == x.dtype:
+            c = self.conv
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x, other, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups, "add", None,
+                "relu" if relu else None, [], "",
+            )  # fmt: skip
+        y = self.conv(x) + other
+        return y.relu_() if relu else y
+
     def extra_repr(self) -> str:
         return f"onednn={self.attr or 'off'}"
 
@@ -107,23 +125,25 @@ class FusedResidual(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.shortcut is None else self.shortcut(x)
-        y = self.last.pad(self.body(x))
-        if self.fuse_add and _use_onednn(y):
-            c = self.last.conv
-            y = torch.ops.mkldnn._convolution_pointwise.binary(
-                y,
-                shortcut,
-                c.weight,
-                c.bias,
-                c.padding,
-                c.stride,
-                c.dilation,
-                c.groups,
-                "add",
-                None,
-                "relu" if self.fuse_relu else None,
-                [],
-                "",
+        y = self.body(x)
+        if self.fuse_add:
+            return (
+                self.last.forward_add(y, shortcut, relu=True)
+                if self.fuse_relu
+                else activate_(self.act, self.last.forward_add(y, shortcut))
             )
-            return y if self.fuse_relu else self.act(y)
-        return self.act(self.last.conv(y) + shortcut)
+        return self.act(self.last(y) + shortcut)
+
+
+def activate_(act: nn.Module, x: Tensor) -> Tensor:
+    """``act(x)``, in place for the common activations: for a tensor just made and used once (an inference-time
+    sum), this saves allocating another feature map of the same size. Out of place when autograd records `x`."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return act(x)
+    if type(act) is nn.SiLU:
+        return F.silu(x, inplace=True)
+    if type(act) is nn.ReLU:
+        return x.relu_()
+    if type(act) is nn.Identity:
+        return x
+    return act(x)

@@ -65,6 +65,16 @@ def upsample_nearest(x: Tensor, factor: int) -> Tensor:
     return F.interpolate(x, size=(x.shape[-2] * factor, x.shape[-1] * factor), mode="nearest")
 
 
+def resize_to(x: Tensor, level_diff: int, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour up-sampling by ``2**-level_diff`` when going up, then `fit_size` to the target's `size`.
+
+    Only selects pixels, so it commutes with any per-pixel layer (the 1x1 projection with BN folded in).
+    """
+    if level_diff < 0:
+        x = upsample_nearest(x, 2**-level_diff)
+    return fit_size(x, size)
+
+
 class Resample(nn.Module):
     """Bring a parent feature to a target block: ``alpha``-reduced 1x1, spatial resampling, 1x1 to the target.
 
@@ -110,11 +120,12 @@ class Resample(nn.Module):
             )
         self.project = ConvNormAct(mid_channels, out_channels, 1, norm_layer=norm_layer, act_layer=None)
 
+    def pre_project(self, x: Tensor) -> Tensor:
+        """Everything before the spatial resize and the projection: the 1x1 reduction and any down-sampling."""
+        return self.downsample(self.reduce(x))
+
     def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
-        x = self.downsample(self.reduce(x))
-        if self.level_diff < 0:
-            x = upsample_nearest(x, 2**-self.level_diff)
-        return self.project(fit_size(x, size))
+        return self.project(resize_to(self.pre_project(x), self.level_diff, size))
 
 
 class ResampleSepConv(nn.Module):
@@ -158,8 +169,9 @@ class ResampleSepConv(nn.Module):
         )
         self.project = ConvNormAct(in_channels, out_channels, 1, norm_layer=norm_layer, act_layer=None)
 
+    def pre_project(self, x: Tensor) -> Tensor:
+        """Everything before the spatial resize and the projection: the depthwise down-sampling convs."""
+        return self.downsample(x)
+
     def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
-        x = self.downsample(x)
-        if self.level_diff < 0:
-            x = upsample_nearest(x, 2**-self.level_diff)
-        return self.project(fit_size(x, size))
+        return self.project(resize_to(self.pre_project(x), self.level_diff, size))
