@@ -12,7 +12,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchspine.models.detection.anchors import TFAnchorGenerator, TFBoxCoder
 from torchspine.models.detection.heads import RetinaNetHead
 from torchspine.models.detection.mask_rcnn import build_mask_rcnn
-from torchspine.models.detection.retinanet import build_retinanet
+from torchspine.models.detection.retinanet import build_retinanet, top_candidates
 
 
 def test_anchors_follow_the_official_formula():
@@ -176,3 +176,28 @@ def test_resnet_fpn_baseline_has_the_same_contract():
 def test_image_size_must_fit_the_levels():
     with pytest.raises(ValueError, match="multiple of 128"):
         build_retinanet("test_spinenet", image_size=200)
+
+
+def _dense_top_candidates(logits: torch.Tensor, k: int, thresh: float) -> set[tuple[int, int, float]]:
+    """The definition: per class the k best sigmoid scores over all anchors, then those above the threshold."""
+    top_scores, top_index = torch.sigmoid(logits).topk(min(k, logits.shape[0]), dim=0)
+    classes = torch.arange(logits.shape[1]).expand_as(top_scores)
+    keep = top_scores > thresh
+    return set(zip(top_index[keep].tolist(), classes[keep].tolist(), top_scores[keep].tolist(), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("k", "thresh", "hot_class"),
+    [(50, 0.05, None), (50, 0.05, 2), (5000, 0.05, None), (50, 0.0, None), (50, 0.5, 1)],
+    ids=["few", "one-class-over-k", "k-above-all", "no-threshold", "high-threshold"],
+)
+def test_top_candidates_equal_the_dense_top_k_then_threshold(k, thresh, hot_class):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4000, 6, generator=g) * 2 - 4  # about 8 % above 0.05
+    logits[::7, 3] = math.log(0.05 / 0.95)  # exactly at the threshold's logit: must be decided by the sigmoid
+    if hot_class is not None:
+        logits[:, hot_class] += 6  # nearly all anchors above the threshold for this class: more than k
+    index, classes, scores = top_candidates(logits, k, thresh)
+    found = set(zip(index.tolist(), classes.tolist(), scores.tolist(), strict=True))
+    assert len(found) == index.shape[0] > 0
+    assert found == _dense_top_candidates(logits, k, thresh)

@@ -8,6 +8,7 @@ transform, and the official matcher and post-processing settings.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,14 +52,11 @@ class SpineNetRetinaNet(RetinaNet):
     ) -> list[dict[str, Tensor]]:
         results = []
         for i, image_shape in enumerate(image_shapes):
-            scores = torch.sigmoid(torch.cat([level[i] for level in head_outputs["cls_logits"]]))
+            logits = torch.cat([level[i] for level in head_outputs["cls_logits"]])[:, 1:]  # no background class
             deltas = torch.cat([level[i] for level in head_outputs["bbox_regression"]])
             anchors_i = torch.cat(anchors[i])
-            scores = scores[:, 1:]  # drop the background class
-            top_scores, top_index = scores.topk(min(self.topk_candidates, scores.shape[0]), dim=0)
-            labels = torch.arange(1, scores.shape[1] + 1, device=scores.device).expand_as(top_scores)
-            keep = top_scores > self.score_thresh
-            index, top_scores, labels = top_index[keep], top_scores[keep], labels[keep]
+            index, labels, top_scores = top_candidates(logits, self.topk_candidates, self.score_thresh)
+            labels = labels + 1
             boxes = self.box_coder.decode_single(deltas[index], anchors_i[index])
             boxes = clip_boxes_to_image(boxes, image_shape)
             # Model Garden's padded NMS treats all-zero boxes as padding: a box clipped to the image's top-left
@@ -68,6 +66,30 @@ class SpineNetRetinaNet(RetinaNet):
             kept = batched_nms(boxes, top_scores, labels, self.nms_thresh)[: self.detections_per_img]
             results.append({"boxes": boxes[kept], "scores": top_scores[kept], "labels": labels[kept]})
         return results
+
+
+def top_candidates(logits: Tensor, k: int, score_thresh: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Per class (column of `logits`, ``(anchors, classes)``), the `k` best sigmoid scores, of those the ones above
+    `score_thresh`: ``(anchor index, class column, score)`` of each.
+
+    The same set as ``sigmoid(logits).topk(k, dim=0)`` followed by the threshold, found the other way round: the
+    threshold first, on the logits (sigmoid is monotonic; a small margin, then the exact test on the sigmoid of the
+    few candidates), and a per-class top-k only when some class has more than `k` scores above it. A dense top-k
+    over every anchor and class (7M scores at 640 px) cost about 60 ms per image on CPU, more than the NMS.
+    """
+    if 0.0 < score_thresh < 1.0:
+        cut = math.log(score_thresh / (1.0 - score_thresh)) - 1e-3
+        candidates = (logits > cut).nonzero()
+        scores = torch.sigmoid(logits[candidates[:, 0], candidates[:, 1]])
+        keep = scores > score_thresh
+        candidates, scores = candidates[keep], scores[keep]
+        if candidates.shape[0] <= k or torch.bincount(candidates[:, 1]).max() <= k:
+            return candidates[:, 0], candidates[:, 1], scores
+    # Some class has more than k scores above the threshold (or the threshold is no probability): the dense top-k.
+    top_scores, top_index = torch.sigmoid(logits).topk(min(k, logits.shape[0]), dim=0)
+    classes = torch.arange(logits.shape[1], device=logits.device).expand_as(top_scores)
+    keep = top_scores > score_thresh
+    return top_index[keep], classes[keep], top_scores[keep]
 
 
 def build_retinanet(
