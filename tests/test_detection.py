@@ -187,16 +187,25 @@ def _dense_top_candidates(logits: torch.Tensor, k: int, thresh: float) -> set[tu
 
 
 @pytest.mark.parametrize(
-    ("k", "thresh", "hot_class"),
-    [(50, 0.05, None), (50, 0.05, 2), (5000, 0.05, None), (50, 0.0, None), (50, 0.5, 1)],
-    ids=["few", "one-class-over-k", "k-above-all", "no-threshold", "high-threshold"],
+    ("k", "thresh", "hot_class", "dtype"),
+    [
+        (50, 0.05, None, torch.float32),
+        (50, 0.05, 2, torch.float32),
+        (5000, 0.05, None, torch.float32),
+        (50, 0.0, None, torch.float32),
+        (50, 0.5, 1, torch.float32),
+        (50, 0.05, None, torch.float16),
+    ],
+    ids=["few", "one-class-over-k", "k-above-all", "no-threshold", "high-threshold", "fp16"],
 )
-def test_top_candidates_equal_the_dense_top_k_then_threshold(k, thresh, hot_class):
+def test_top_candidates_equal_the_dense_top_k_then_threshold(k, thresh, hot_class, dtype):
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(4000, 6, generator=g) * 2 - 4  # about 8 % above 0.05
     logits[::7, 3] = math.log(0.05 / 0.95)  # exactly at the threshold's logit: must be decided by the sigmoid
+    logits[1::7, 3] = math.log(0.05 / 0.95) + torch.linspace(-0.01, 0.01, len(logits[1::7, 3]))  # around it
     if hot_class is not None:
         logits[:, hot_class] += 6  # nearly all anchors above the threshold for this class: more than k
+    logits = logits.to(dtype)
     index, classes, scores = top_candidates(logits, k, thresh)
     found = set(zip(index.tolist(), classes.tolist(), scores.tolist(), strict=True))
     assert len(found) == index.shape[0] > 0

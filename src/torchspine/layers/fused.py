@@ -85,12 +85,12 @@ class ConvAct(nn.Module):
     def forward_add(self, x: Tensor, other: Tensor, *, relu: bool = False) -> Tensor:
         """``conv(pad(x)) + other`` (then a ReLU if `relu`), the addition inside the convolution on CPU.
 
-        Only for a layer without activation (``attr == "none"``); `other` has the convolution's output shape.
+        Only for a layer without activation (``nn.Identity``); `other` has the convolution's output shape.
         """
-        if self.attr != "none":
+        if type(self.act) is not nn.Identity:
             raise ValueError(f"forward_add needs a ConvAct without activation, this one has {self.act}")
         x = self.pad(x)
-        if _use_onednn(x) and other.dtype == x.dtype:
+        if self.attr == "none" and _use_onednn(x) and other.dtype == x.dtype:
             c = self.conv
             return torch.ops.mkldnn._convolution_pointwise.binary(
                 x, other, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups, "add", None,
