@@ -14,7 +14,8 @@ from torch import nn
 
 import torchspine
 from torchspine.cli.main import main
-from torchspine.deploy.graphs import BackboneGraph, RetinaNetGraph
+from torchspine.deploy.graphs import BackboneGraph, MaskRCNNGraph, RetinaNetGraph
+from torchspine.deploy.mask_rcnn import mask_rcnn_detections
 from torchspine.deploy.postprocess import retinanet_detections, split_detections
 from torchspine.engine.export import export_model
 from torchspine.layers.padding import same_pad_amount
@@ -144,13 +145,39 @@ def test_torchscript_raw_retinanet_with_postprocess(retinanet_file, tmp_path):
         _assert_same_detections(a, e)
 
 
+def _demo_mask_rcnn() -> nn.Module:
+    torch.manual_seed(0)
+    model = build_mask_rcnn("test_spinenet", num_classes=4, image_size=128).eval()
+    model.roi_heads.score_thresh = 0.0  # random weights: no class reaches the default 0.05
+    return model
+
+
+def _assert_same_mask_detections(actual: list[dict], expected: list[dict]) -> None:
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected, strict=True):
+        _assert_same_detections(a, e)
+        torch.testing.assert_close(a["masks"], e["masks"], rtol=0, atol=1e-3)
+
+
+def test_mask_rcnn_detections_finish_the_dense_part_like_the_model():
+    model = _demo_mask_rcnn()
+    images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(4))  # the model's size: no resize
+    with torch.no_grad():
+        expected = model(list(images))
+        outputs = MaskRCNNGraph(model)(images)
+    actual = mask_rcnn_detections(model, [o.numpy() for o in outputs])
+    _assert_same_mask_detections(actual, expected)
+    with pytest.raises(ValueError, match="expected 15 outputs"):
+        mask_rcnn_detections(model, outputs[:-1])
+
+
 @pytest.mark.slow
 def test_onnx_classifier_and_mask_rcnn_dense_part(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     models = {
         "classification": torchspine.create_classifier("test_spinenet", num_classes=6).eval(),
-        "maskrcnn": build_mask_rcnn("test_spinenet", num_classes=4, image_size=128).eval(),
+        "maskrcnn": _demo_mask_rcnn(),
     }
     for task, model in models.items():
         path = tmp_path / f"{task}.safetensors"
@@ -168,6 +195,10 @@ def test_onnx_classifier_and_mask_rcnn_dense_part(tmp_path):
         assert len(actual) == len(expected)
         for a, e in zip(actual, expected, strict=True):
             assert _rel(torch.from_numpy(a), e) < RTOL, task
+        if task == "maskrcnn":  # ONNX Runtime's dense part, finished in PyTorch, equals the eager model
+            with torch.no_grad():
+                eager = model(list(images))
+            _assert_same_mask_detections(mask_rcnn_detections(model, actual), eager)
 
 
 def test_export_rejects_dynamic_torchscript(retinanet_file, tmp_path, capsys):
