@@ -2,7 +2,7 @@
 and torchvision's RetinaNet R50-FPN, for the backbone, the RetinaNet network and the whole detector, in one run.
 
 Usage: ``python benchmarks/inference.py [--size 640] [--threads 2] [--reps 7] [--warmup 2] [--device cpu]
-[--tf-python .venv-tf/bin/python] [--no-compile] [--no-onnx] [--out benchmarks/results/inference]``
+[--tf-python .venv-tf/bin/python] [--no-compile] [--no-onnx] [--keep-freed-memory] [--out OUT]``
 
 Workloads (batch 1, square `size`, fp32; weights random, nothing downloaded):
 
@@ -38,6 +38,7 @@ import contextlib
 import copy
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -55,6 +56,7 @@ from torch import Tensor, nn
 
 import torchspine
 from torchspine.models.detection.retinanet import build_retinanet
+from torchspine.utils.allocator import keep_freed_memory
 
 TASKS = ("backbone", "network", "detector")
 TF_ROW = "official TF Model Garden (tf.function)"
@@ -207,10 +209,14 @@ def build_rows(args: argparse.Namespace, device: torch.device, tmp: Path) -> lis
 class TFWorker:
     """The official model in a `.venv-tf` subprocess, driven line by line (`inference_tf.py`)."""
 
-    def __init__(self, python: str, size: int, threads: int) -> None:
+    def __init__(self, python: str, size: int, threads: int, env: dict[str, str] | None = None) -> None:
         script = str(Path(__file__).with_name("inference_tf.py"))
         self.proc = subprocess.Popen(
-            [python, script, str(size), str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [python, script, str(size), str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=None if env is None else {**os.environ, **env},
         )
         self.info: dict = {}
 
@@ -344,13 +350,28 @@ def main() -> None:
     parser.add_argument("--tf-python", default=str(REPO / ".venv-tf" / "bin" / "python"))
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile rows")
     parser.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the ONNX Runtime rows")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="both processes keep freed memory in the heap (glibc: no page faults for every new feature map); "
+        "torchspine eval/predict/train do this on CPU",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write OUT.txt and OUT.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    tf_env = None
+    if args.keep_freed_memory:
+        keep_freed_memory()
+        # The same glibc settings for the TF worker, by environment.
+        tf_env = {
+            "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
+            "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+            "MALLOC_TOP_PAD_": str(1 << 28),
+        }
     tf = None
     if Path(args.tf_python).exists():
-        tf = TFWorker(args.tf_python, args.size, args.threads)
+        tf = TFWorker(args.tf_python, args.size, args.threads, tf_env)
     else:
         print(f"{args.tf_python} not found (run `make tf-env`): no official TF rows, no x TF ratios", file=sys.stderr)
     settings = {
@@ -364,6 +385,7 @@ def main() -> None:
         "reps": args.reps,
         "warmup": args.warmup,
         "clock": args.clock,
+        "keep_freed_memory": args.keep_freed_memory,
     }
 
     def write(rows: list[Row]) -> None:
