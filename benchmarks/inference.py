@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 import torchspine
 from torchspine.models.detection.retinanet import build_retinanet
-from torchspine.utils.allocator import keep_freed_memory
+from torchspine.utils.allocator import keep_freed_memory, malloc_env
 
 TASKS = ("backbone", "network", "detector")
 TF_ROW = "official TF Model Garden (tf.function)"
@@ -363,12 +363,7 @@ def main() -> None:
     tf_env = None
     if args.keep_freed_memory:
         keep_freed_memory()
-        # The same glibc settings for the TF worker, by environment.
-        tf_env = {
-            "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
-            "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-            "MALLOC_TOP_PAD_": str(1 << 28),
-        }
+        tf_env = malloc_env()  # the same glibc settings for the TF worker
     tf = None
     if Path(args.tf_python).exists():
         tf = TFWorker(args.tf_python, args.size, args.threads, tf_env)

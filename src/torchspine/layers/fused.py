@@ -126,13 +126,11 @@ class FusedResidual(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.shortcut is None else self.shortcut(x)
         y = self.body(x)
-        if self.fuse_add:
-            return (
-                self.last.forward_add(y, shortcut, relu=True)
-                if self.fuse_relu
-                else activate_(self.act, self.last.forward_add(y, shortcut))
-            )
-        return self.act(self.last(y) + shortcut)
+        if not self.fuse_add:
+            return self.act(self.last(y) + shortcut)
+        if self.fuse_relu:
+            return self.last.forward_add(y, shortcut, relu=True)
+        return activate_(self.act, self.last.forward_add(y, shortcut))
 
 
 def activate_(act: nn.Module, x: Tensor) -> Tensor:

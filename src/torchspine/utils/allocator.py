@@ -21,7 +21,22 @@ logger = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # <malloc.h>
 
 
-def keep_freed_memory(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 30, top_pad: int = 1 << 28) -> bool:
+_MMAP_THRESHOLD, _TRIM_THRESHOLD, _TOP_PAD = 1 << 30, 1 << 30, 1 << 28
+
+
+def malloc_env() -> dict[str, str]:
+    """The environment variables that give a child process `keep_freed_memory`'s default settings (glibc reads
+    them at start-up; for processes that are not Python, or not ours)."""
+    return {
+        "MALLOC_MMAP_THRESHOLD_": str(_MMAP_THRESHOLD),
+        "MALLOC_TRIM_THRESHOLD_": str(_TRIM_THRESHOLD),
+        "MALLOC_TOP_PAD_": str(_TOP_PAD),
+    }
+
+
+def keep_freed_memory(
+    mmap_threshold: int = _MMAP_THRESHOLD, trim_threshold: int = _TRIM_THRESHOLD, top_pad: int = _TOP_PAD
+) -> bool:
     """Tell glibc to serve blocks below `mmap_threshold` from the heap and not to trim it; False where not glibc."""
     if not sys.platform.startswith("linux"):
         return False
