@@ -55,11 +55,11 @@ def _activate(z: Tensor, act: str) -> Tensor:
 
 
 def _activation_grad(grad: Tensor, z: Tensor, act: str) -> Tensor:
-    if act == "swish":  # d/dz z * s(z) = s(z) * (1 + z * (1 - s(z)))
-        s = torch.sigmoid(z)
-        return grad * s * (1 + z * (1 - s))
+    """The gradient through ``act`` at pre-activation `z`, each one fused ATen kernel (one pass over the map)."""
+    if act == "swish":
+        return torch.ops.aten.silu_backward(grad, z)
     if act == "relu":
-        return grad * (z > 0)
+        return torch.ops.aten.threshold_backward(grad, z, 0)
     return grad
 
 
@@ -93,12 +93,14 @@ class _BatchNormAct(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, bias, mean, invstd, residual, scale = ctx.saved_tensors
         # Recompute the pre-activation map in the statistics' precision (fp32 for fp16/bf16 inputs on GPU).
+        # One pass: z = x * a + b with the per-channel a = invstd * weight, b = bias - mean * a; the rest in place.
         dtype = torch.promote_types(x.dtype, mean.dtype)
-        z = (x.to(dtype) - _channel(mean)) * _channel(invstd * weight) + _channel(bias)
+        a = invstd * weight
+        z = torch.addcmul(_channel(bias - mean * a), x.to(dtype), _channel(a))
         if scale is not None:
-            z = z * scale
+            z.mul_(scale)
         if residual is not None:
-            z = z + residual
+            z.add_(residual)
         gz = _activation_grad(grad.to(dtype), z, ctx.act)
         g_residual = gz.to(residual.dtype) if residual is not None and ctx.needs_input_grad[8] else None
         g_bn = gz if scale is None else gz * scale
