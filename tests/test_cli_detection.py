@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from conftest import OFFICIAL
 from torchspine.cli.main import main
 from torchspine.convert.converter import convert_checkpoint
+from torchspine.engine.export import export_model
 from torchspine.modelfile import save_model_file
 from torchspine.models.detection.retinanet import build_retinanet
 
@@ -84,3 +86,22 @@ def test_conflicting_num_classes_is_an_error(tmp_path, capsys):
     )
     assert code == 2
     assert "num_classes=7 but the file's retinanet has 5 class outputs" in capsys.readouterr().err
+
+
+def test_eval_with_winograd_heads_scores_alike(demo, tmp_path, capsys):
+    weights = tmp_path / "model.safetensors"
+    model = build_retinanet("test_spinenet", num_classes=6, image_size=256)
+    with torch.no_grad():
+        model.head.cls.predict.bias.zero_()  # scores near 0.5, not the prior's 0.01: detections pass the threshold
+    export_model(model, weights, variant="test_spinenet")
+    base = ["eval", "--weights", str(weights), "--data", str(demo), "--split", "val"]
+    scores = {}
+    for flags in ([], ["--winograd"]):  # at 256 px, P3 (32x32) takes the Winograd path
+        out = tmp_path / f"results{len(flags)}.json"
+        assert main([*base, *flags, "--out", str(out)]) == 0
+        scores[bool(flags)] = sorted(d["score"] for d in json.loads(out.read_text()))
+    assert len(scores[True]) == len(scores[False]) > 0
+    assert max(abs(a - b) for a, b in zip(scores[True], scores[False], strict=True)) < 1e-4
+    capsys.readouterr()
+    assert main([*base, "--winograd", "--no-fast-path"]) == 2
+    assert "--winograd is part of the fast path" in capsys.readouterr().err
