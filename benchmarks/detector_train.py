@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/detector_train.py [--size 640] [--batch 2] [--steps N] [--warmup N] [--device cpu]
 [--models resnet50_fpn,spinenet49s,spinenet49,tv_resnet50_fpn] [--amp none|bf16|fp16] [--channels-last]
-[--json OUT]``
+[--interleave ROUNDS] [--json OUT]``
 
 One training step is what `torchspine train` does per batch: forward in train mode on a list of synthetic images
 with random boxes/labels (so the loss, matching and transform are included), backward, one SGD step (momentum 0.9,
@@ -50,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,11 +128,10 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Train `name` for ``warmup + steps`` steps in this process; throughput, step times and peak memory."""
-    device = torch.device(args.device)
-    if device.type == "cpu":
-        keep_freed_memory()  # as `torchspine train` does on CPU, for every model alike
+def _trainer(
+    name: str, args: argparse.Namespace, device: torch.device, data: tuple[list[Tensor], list[dict[str, Tensor]]]
+) -> tuple[nn.Module, Callable[[], float]]:
+    """`name` built for training and a function that runs one training step on `data` and returns the loss."""
     torch.manual_seed(0)
     model = build(name, args.size).to(device).train()
     if args.channels_last:
@@ -139,14 +139,10 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=4e-5)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
-    images, targets = synthetic_batch(args.batch, args.size, device)
+    images, targets = data
     autocast = (
         torch.autocast(device.type, dtype=AMP_DTYPES[args.amp]) if args.amp != "none" else contextlib.nullcontext()
     )
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
     def step() -> float:
         with autocast:
@@ -156,21 +152,35 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return float(loss.detach())  # float() synchronises on CUDA too
 
-    sync()
+    return model, step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Train `name` for ``warmup + steps`` steps in this process; throughput, step times and peak memory."""
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as `torchspine train` does on CPU, for every model alike
+    model, step = _trainer(name, args, device, synthetic_batch(args.batch, args.size, device))
+    _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before, maxrss_before = _rss_mib(), _maxrss_mib()
     for _ in range(args.warmup):
         step()
     times, loss = [], float("nan")
-    sync()
+    _sync(device)
     cpu_start = time.process_time()
     for _ in range(args.steps):
         start = time.perf_counter()
-        loss = step()  # float() synchronises on CUDA too
-        sync()
+        loss = step()
+        _sync(device)
         times.append(time.perf_counter() - start)
     cpu_seconds = time.process_time() - cpu_start
     if device.type == "cuda":
@@ -190,6 +200,45 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def interleaved(names: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """All `names` in this process, timed round-robin: one training step of each model per round, `args.interleave`
+    rounds after the warm-up steps. Slow periods of a shared or throttled machine then hit every model alike, so
+    the throughput ratios (from the summed step times) hold when single-model runs in separate processes wander by
+    more than the differences measured. Peak memory needs a process per model: not measured here (nan)."""
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()
+    data = synthetic_batch(args.batch, args.size, device)
+    steps, params = {}, {}
+    for name in names:
+        model, steps[name] = _trainer(name, args, device, data)
+        params[name] = sum(p.numel() for p in model.parameters()) / 1e6
+        for _ in range(args.warmup):
+            steps[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, float] = dict.fromkeys(names, 0.0)
+    for r in range(args.interleave):
+        for name in names:
+            _sync(device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            steps[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+            cpu[name] += time.process_time() - cpu_start
+        print(f"round {r + 1}/{args.interleave} done", file=sys.stderr, flush=True)
+    return [
+        {
+            "model": name,
+            "params_m": params[name],
+            "images_per_s": args.batch * len(times[name]) / sum(times[name]),
+            "median_step_s": statistics.median(times[name]),
+            "cpu_s_per_image": cpu[name] / (args.batch * len(times[name])),
+            "peak_mib": float("nan"),
+        }
+        for name in names
+    ]
+
+
 def _worker_argv(name: str, args: argparse.Namespace) -> list[str]:
     argv = [sys.executable, __file__, "--worker", name, "--device", args.device, "--amp", args.amp]
     argv += ["--size", str(args.size), "--batch", str(args.batch), "--steps", str(args.steps)]
@@ -207,6 +256,13 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="time all models in one process, one step each per round, ROUNDS rounds (no memory column)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the settings and rows here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -221,8 +277,8 @@ def main() -> None:
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
-    rows = []
-    for name in names:
+    rows = [] if not args.interleave else interleaved(names, args)
+    for name in names if not args.interleave else ():
         done = subprocess.run(_worker_argv(name, args), stdout=subprocess.PIPE, text=True)
         if done.returncode:
             sys.exit(f"{name}: the worker failed (exit status {done.returncode}); its error is above")
@@ -234,7 +290,7 @@ def main() -> None:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "threads": torch.get_num_threads(),
-        **{k: getattr(args, k) for k in ("size", "batch", "steps", "warmup", "amp", "channels_last")},
+        **{k: getattr(args, k) for k in ("size", "batch", "steps", "warmup", "amp", "channels_last", "interleave")},
     }
     print(" ".join(f"{k}={v}" for k, v in settings.items()))
     mem = "peak MiB" if cuda else "peak dRSS MiB"
