@@ -20,9 +20,10 @@ before up-sampling, then on CPU channels-last weights and each conv fused with i
 addition in one oneDNN call; also rows with BN folding only and with NCHW weights), ``torch.compile`` of the fast
 path (compile time = first call, reported separately), on CPU the fast path and its compiled form with the
 heads' large 3x3 convolutions as Winograd F(6x6, 3x3) (``winograd=True``, NNPACK; ~1e-5 relative error per such
-convolution, so the targets are reported with and without these rows), ONNX Runtime on the fast path exported to ONNX (backbone and
-network traced; the whole detector with its NMS as ``torchspine export`` writes it; needs ``onnxruntime``), and
-torchvision's R50-FPN RetinaNet eager. On CUDA, also fp16 and bf16 autocast rows and the peak memory of each row.
+convolution, so the targets are reported with and without these rows), ONNX Runtime on the fast path exported
+to ONNX (backbone and network traced; the whole detector with its NMS as ``torchspine export`` writes it; needs
+``onnxruntime``), and torchvision's R50-FPN RetinaNet eager. On CUDA, also fp16 and bf16 autocast rows and the
+peak memory of each row.
 
 Fairness on a shared machine: all rows are timed round-robin, one call each per repetition (the TF worker waits
 on a pipe while PyTorch runs and vice versa), and the median over repetitions is reported, so slow periods hit

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from test_inference import _randomize_norms
 from torchspine.inference import optimize_for_inference
 from torchspine.layers.fused import ConvAct
 from torchspine.layers.winograd import MIN_PIXELS, WinogradConv, nnpack_available, winograd_eligible
@@ -29,19 +30,6 @@ def _calls(fn):
 def _rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     expected = expected.to(actual.dtype)
     return ((actual - expected).abs().max() / expected.abs().max()).item()
-
-
-def _randomize_norms(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
-    return model.eval()
 
 
 def test_nnpack_is_available():

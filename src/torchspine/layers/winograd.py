@@ -4,10 +4,11 @@ A RetinaNet head is two thirds of the detector's multiply-adds, almost all of th
 convolutions on the P3 and P4 maps, which oneDNN and TF's Eigen both run as direct or GEMM convolutions near the
 CPU's peak. Winograd's minimal filtering (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR
 2016) computes a 3x3 convolution with fewer multiplications; NNPACK, built into PyTorch's x86 and ARM wheels,
-implements F(6x6, 3x3) (``torch._nnpack_spatial_convolution``; without NNPACK the layers run the plain ops). Measured on a 2-core AVX2 CPU, 256 -> 256
-channels: 0.5x oneDNN's time on an 80x80 map, 0.6x on 40x40; 256 -> 810 (the class predictor) 0.4x on 80x80. NNPACK
-transforms the filters on every call (about 5 ms for 256 x 256 x 3 x 3 here), so small maps stay on oneDNN:
-2x slower at 20x20, 12x at 5x5. `WinogradConv` therefore picks per call by the map's size (`min_pixels`).
+implements F(6x6, 3x3) (``torch._nnpack_spatial_convolution``; without NNPACK the layers run the plain ops).
+Measured on a 2-core AVX2 CPU, 256 -> 256 channels: 0.5x oneDNN's time on an 80x80 map, 0.6x on 40x40; 256 -> 810
+(the class predictor) 0.4x on 80x80. NNPACK transforms the filters on every call (about 5 ms for 256 x 256 x 3 x 3
+here), so small maps stay on oneDNN: 2x slower at 20x20, 12x at 5x5. `WinogradConv` therefore picks per call by
+the map's size (`min_pixels`).
 
 The price is accuracy: Winograd's transforms lose about a decimal digit in float32, ~1.5e-5 relative per
 convolution (max error over max output) against oneDNN's ~2e-6. That is why `optimize_for_inference` applies it
