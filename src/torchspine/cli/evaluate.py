@@ -49,7 +49,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--winograd",
         action="store_true",
         help="on CPU, run the detection heads' 3x3 convolutions on large maps as Winograd F(6x6, 3x3) (NNPACK): "
-        "RetinaNet about a fifth faster, ~1e-5 relative error per such convolution instead of ~1e-6",
+        "RetinaNet-SpineNet-49 ~18 %% faster at 640, ~1e-5 relative error per such convolution instead of ~1e-6",
     )
     p.add_argument(
         "--skip-bad",
