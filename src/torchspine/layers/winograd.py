@@ -92,7 +92,7 @@ class WinogradConv(nn.Module):
         self.min_pixels = min_pixels
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-2] * x.shape[-1] < self.min_pixels or not _use_nnpack(x):
+        if not _use_nnpack(x) or x.shape[-2] * x.shape[-1] < self.min_pixels:  # no size guard in traced graphs
             return self.layer(x)
         conv = self.layer.conv if isinstance(self.layer, ConvAct) else self.layer
         return activate_(self.act, nnpack_conv3x3(x, conv.weight, conv.bias))
