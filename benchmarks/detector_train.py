@@ -277,12 +277,15 @@ def main() -> None:
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
-    rows = [] if not args.interleave else interleaved(names, args)
-    for name in names if not args.interleave else ():
-        done = subprocess.run(_worker_argv(name, args), stdout=subprocess.PIPE, text=True)
-        if done.returncode:
-            sys.exit(f"{name}: the worker failed (exit status {done.returncode}); its error is above")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    if args.interleave:
+        rows = interleaved(names, args)
+    else:
+        rows = []
+        for name in names:
+            done = subprocess.run(_worker_argv(name, args), stdout=subprocess.PIPE, text=True)
+            if done.returncode:
+                sys.exit(f"{name}: the worker failed (exit status {done.returncode}); its error is above")
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     nan = dict.fromkeys(("images_per_s", "peak_mib", "cpu_s_per_image"), float("nan"))
     ref = next((r for r in rows if r["model"] == REFERENCE), nan)  # ratios are nan without the reference
     settings = {
